@@ -291,3 +291,10 @@ def mask_from_labelmap(labels: Volume, label: int | Iterable[int] | None = None,
             f"labels present: {shown or 'none (the ' + what + ' is empty)'}"
         )
     return mask
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two masks (non-zero = inside); 1.0 when both are empty."""
+    a, b = np.asarray(a) != 0, np.asarray(b) != 0
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
