@@ -56,6 +56,24 @@ def cmd_features(args) -> int:
     return 0
 
 
+def cmd_cohort(args) -> int:
+    from spineai.cohort import extract_cohort, read_manifest
+    from spineai.image import check_output_path
+    from spineai.progress import TextProgress
+    from spineai.radiomics import write_features_csv
+
+    check_output_path(args.out, args.overwrite)
+    cases = read_manifest(args.manifest)
+    results, ids, failures = extract_cohort(cases, args.params, args.skip_failures, TextProgress("features"))
+    for failure in failures:
+        print(f"skipped {failure.case.id}: {failure.error}", file=sys.stderr)
+    if not results:
+        raise SpineAIError(f"every one of the {len(cases)} cases failed; nothing written")
+    write_features_csv(results, args.out, overwrite=args.overwrite, ids=ids)
+    print(f"{len(results)} of {len(cases)} cases -> {args.out}" + (f" ({len(failures)} skipped)" if failures else ""))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from spineai.demo import run_demo
     from spineai.progress import TextProgress
@@ -103,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV file to write")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("cohort", help="extract the features of every lesion listed in a manifest CSV",
+                       description="MANIFEST is a CSV with columns id, image, mask and optionally label; "
+                                   "relative paths are read from the manifest's folder.")
+    p.add_argument("manifest")
+    p.add_argument("--params", default=DEFAULT_PARAMETER_SET)
+    p.add_argument("--skip-failures", action="store_true",
+                   help="report failing cases and go on (default: stop at the first, naming it)")
+    p.add_argument("--out", required=True, help="CSV file to write, one row per case")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_cohort)
 
     p = sub.add_parser("demo", help="run the whole pipeline on a generated spine phantom")
     p.add_argument("--out", default="spineai-demo", help="output folder (default ./spineai-demo)")
