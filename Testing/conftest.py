@@ -7,22 +7,9 @@ skip with the reason when it is absent, as in a user's clone.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-DATA_VARIABLE = "SPINEAI_TEST_DATA"
-
-
-def shared_data_path(*parts: str) -> Path:
-    root = os.environ.get(DATA_VARIABLE)
-    if not root:
-        pytest.skip(f"{DATA_VARIABLE} is not set: it points at the shared real-data folder (../shared/data)")
-    path = Path(root, *parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent: {DATA_VARIABLE}={root} has no {'/'.join(parts)}")
-    return path
+from shared_data import DATA_VARIABLE, shared_data_path  # noqa: E402,F401
 
 
 @pytest.fixture

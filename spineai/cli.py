@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("SD", "MET", "STB"), default="MET", help="kind of phantom lesion")
     p.add_argument("--overwrite", action="store_true", help="replace files in --out")
     p.set_defaults(func=cmd_demo)
+
+    from spineai.models.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -22,11 +22,13 @@ OUTPUTS = {
 
 def run_demo(out_dir: str | Path, overwrite: bool = False, seed: int = 0, kind: str = "MET",
              progress: ProgressCallback | None = None) -> str:
-    """Generate a phantom, segment its lesion from a click at its centre, extract the 31 features.
+    """Generate a phantom, segment its lesion from a click at its centre, extract the 31 features,
+    classify them with the bundled demonstration model.
 
     Writes the files in ``OUTPUTS`` into ``out_dir`` and returns a printable summary. Refuses to
     replace existing files unless ``overwrite``; checks every output path before any work.
     """
+    from spineai.models import classify_with_demo_model
     from spineai.phantom import make_spine_phantom
     from spineai.radiomics import extract_features, write_features_csv
     from spineai.segment import segment
@@ -54,6 +56,8 @@ def run_demo(out_dir: str | Path, overwrite: bool = False, seed: int = 0, kind: 
     features = extract_features(ph.image, mask)
     write_features_csv([features], paths["features"], overwrite=overwrite, ids=[f"phantom-{kind}-{seed}"])
 
+    prediction = classify_with_demo_model(features.values)
+
     report(progress, 3, steps, "overlay")
     save_overlay_png(
         ph.image, [(ph.lesion_mask, "truth", "lime"), (mask, "segmented from the click", "red")],
@@ -70,6 +74,7 @@ def run_demo(out_dir: str | Path, overwrite: bool = False, seed: int = 0, kind: 
         "click_ras_mm": [round(v, 2) for v in click_ras],
         "segmentation": {"voxels": int(mask.array.sum()), "dice_vs_truth": round(overlap, 4)},
         "features": {k: float(v) for k, v in features.values.items()},
+        "classification": prediction.to_dict(),
         "files": {key: p.name for key, p in paths.items()},
     }
     atomic_write(paths["summary"], lambda tmp: tmp.write_text(json.dumps(summary, indent=2)), suffix=".json")
@@ -81,6 +86,8 @@ def run_demo(out_dir: str | Path, overwrite: bool = False, seed: int = 0, kind: 
         f"  segmented {int(mask.array.sum())} voxels, Dice vs truth {overlap:.3f}",
         f"  {len(features.values)} radiomic features -> {paths['features'].name}",
         f"  overlay -> {paths['overlay'].name}",
+        "  classification (demonstration model trained on synthetic phantoms):",
+        *("    " + line for line in prediction.summary().splitlines()),
         f"  {RESEARCH_USE_NOTICE}",
     ]
     return "\n".join(lines)

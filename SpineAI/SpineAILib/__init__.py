@@ -1,0 +1,1 @@
+"""Logic of the SpineAI (classify) module (no widgets): see logic.ClassifyLogic."""

@@ -1,0 +1,1 @@
+"""Logic of the SpineAILumbar module (no widgets): see logic.LumbarLogic."""

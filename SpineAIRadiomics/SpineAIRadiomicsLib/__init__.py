@@ -1,0 +1,1 @@
+"""Logic of the SpineAIRadiomics module (no widgets): see logic.RadiomicsLogic."""

@@ -1,0 +1,129 @@
+"""Seeded segmentation on real MR and CT (public samples in SPINEAI_TEST_DATA/spine-samples)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from spineai.image import read_volume
+from spineai.segment import segment
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def dice(a, b) -> float:
+    return 2.0 * float((a & b).sum()) / max(1, int(a.sum() + b.sum()))
+
+
+def deepest_voxel(mask):
+    """(i, j, k) of the voxel farthest inside the mask: the centre of a vertebral body."""
+    k, j, i = np.unravel_index(int(np.argmax(ndimage.distance_transform_edt(mask))), mask.shape)
+    return int(i), int(j), int(k)
+
+
+def anterior_half_seed(volume, mask):
+    """The labelled voxel nearest (RAS) the centroid of the vertebra's anterior half (larger A)."""
+    kji = np.argwhere(mask)
+    ras = (volume.ijk_to_ras_matrix() @ np.c_[kji[:, ::-1], np.ones(len(kji))].T).T[:, :3]
+    front = ras[ras[:, 1] >= np.median(ras[:, 1])]
+    n = int(np.argmin(((ras - front.mean(0)) ** 2).sum(1)))
+    k, j, i = kji[n]
+    return int(i), int(j), int(k)
+
+
+# ---- cervical T2: vertebral bodies C6, C7 against the body masks ----------------------------
+
+@pytest.fixture(scope="module")
+def t2(request):
+    from shared_data import shared_data_path
+
+    image = read_volume(shared_data_path("spine-samples", "sub-mri_label-6_T2w.nii.gz"))
+    vert = read_volume(shared_data_path("spine-samples", "sub-mri_seg-vert_label-6_msk.nii.gz")).array
+    sub = read_volume(shared_data_path("spine-samples", "sub-mri_seg-subreg_label-6_msk.nii.gz")).array
+    return image, vert, sub
+
+
+# C7's body reaches the image's inferior edge (605 voxels on the last row): the truth is cut
+# there exactly as the image is, so it is still a fair comparison.
+@pytest.mark.parametrize("level", [6, 7])
+def test_t2_vertebral_body(t2, level):
+    image, vert, sub = t2
+    body = (vert == level) & (sub == 49)
+    mask = segment(image, deepest_voxel(body), mode="vertebral-body")
+    assert mask.same_geometry(image)
+    m = mask.array.astype(bool)
+    d = dice(m, body)
+    # Other vertebrae (any vert label != level: neighbours, their discs 105/106, endplates) and
+    # the disc sub-region.
+    other = ((vert > 0) & (vert != level)) | (sub == 100)
+    spill = (m & other).sum() / m.sum()
+    print(f"T2 C{level}: Dice {d:.3f}, spill into neighbour vertebra/disc {spill:.4f}")
+    assert d >= 0.85
+    assert spill < 0.02
+
+
+# ---- whole vertebrae on MR (TotalSegmentator MR labels) and CT ----------------------------------
+
+def _mr_vertebrae():
+    from shared_data import shared_data_path
+
+    image = read_volume(shared_data_path("spine-samples", "example_mr_sm.nii.gz"))
+    labels = read_volume(shared_data_path("spine-samples", "example_seg_mr.nii.gz"))
+    # Label 19 holds every vertebra in one label. The discs (label 20) lie between the bodies and
+    # the posterior elements do not touch in this field of view, so face-connected components of
+    # label 19 are the individual vertebrae (checked: exactly two). Both reach a field-of-view edge
+    # (slices 0 and 19) but keep most of their body, so both are used.
+    comps, n = ndimage.label(labels.array == 19)
+    assert n == 2
+    return image, labels, [comps == c for c in range(1, n + 1)]
+
+
+def _ct_vertebrae():
+    from shared_data import shared_data_path
+
+    image = read_volume(shared_data_path("spine-samples", "example_ct_sm.nii.gz"))
+    labels = read_volume(shared_data_path("spine-samples", "example_seg.nii.gz"))
+    # L2 (30), L1 (31), T12 (32). T11 (33) is skipped: 70 voxels in the top 3 slices, its body
+    # almost wholly outside the field of view.
+    return image, labels, [labels.array == v for v in (30, 31, 32)]
+
+
+CASES = [("MR", 0), ("MR", 1), ("CT", 0), ("CT", 1), ("CT", 2)]
+# Measured fraction of the mask inside the vertebra label without `within` (see the report):
+# the brief's target is 0.90; these are the floors reached today (regression guards).
+FLOORS = {("MR", 0): 0.78, ("MR", 1): 0.70, ("CT", 0): 0.55, ("CT", 1): 0.60, ("CT", 2): 0.70}
+
+
+@pytest.fixture(scope="module")
+def vertebrae():
+    return {"MR": _mr_vertebrae(), "CT": _ct_vertebrae()}
+
+
+@pytest.mark.parametrize("modality,n", CASES)
+def test_whole_vertebra_body_mode(vertebrae, modality, n):
+    image, labels, verts = vertebrae[modality]
+    vert = verts[n]
+    seed = anterior_half_seed(image, vert)
+    free = segment(image, seed, mode="vertebral-body").array.astype(bool)
+    inside = (free & vert).sum() / free.sum()
+    bounded = segment(image, seed, mode="vertebral-body", within=labels,
+                      within_label=int(labels.array[seed[2], seed[1], seed[0]])).array.astype(bool)
+    print(f"{modality} vertebra {n}: seed {seed}; without within: {inside:.3f} inside, Dice vs whole "
+          f"vertebra {dice(free, vert):.3f}; with within: {(bounded & vert).sum() / bounded.sum():.3f} "
+          f"inside, Dice {dice(bounded, vert):.3f}")
+    # With `within`, the body never leaves its vertebra. (MR label 19 holds both vertebrae; the
+    # result is the component connected to the seed, so it stays in this vertebra's component.)
+    assert (bounded & ~vert).sum() == 0
+    assert inside >= FLOORS[(modality, n)]
+
+
+@pytest.mark.xfail(strict=True, reason="target of the brief not yet reached on the 3 mm samples: "
+                   "the discs there are within ~20-30 HU (CT) of marrow and the body mode still "
+                   "spills into them; see FLOORS")
+@pytest.mark.parametrize("modality,n", CASES)
+def test_whole_vertebra_body_mode_target(vertebrae, modality, n):
+    image, labels, verts = vertebrae[modality]
+    vert = verts[n]
+    free = segment(image, anterior_half_seed(image, vert), mode="vertebral-body").array.astype(bool)
+    assert (free & vert).sum() / free.sum() >= 0.90

@@ -1,0 +1,213 @@
+"""Train, evaluate and choose models on a feature table; write a verified bundle with its card."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import spineai
+from spineai.errors import SpineAIError
+from spineai.featureset import DEFINITION_LIFEX, DEFINITION_PYRADIOMICS, FEATURES_31, LIFEX_31
+from spineai.models.estimators import Config, FittedModel, default_config, fit_model, with_seed
+from spineai.models.evaluation import CVResult, check_folds, cross_validate, permutation_importance
+from spineai.models.tables import (
+    GROUP_COLUMNS, Table, check_constant, check_no_label_leak, encode_labels, feature_columns_for_training,
+    feature_matrix, read_table,
+)
+
+INTENDED_USE = ("Research only, not a medical device. Estimates whether a spinal lesion's radiomic features "
+                "resemble those of the training lesions of each class; never a diagnosis.")
+
+
+@dataclass
+class Dataset:
+    X: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    feature_names: list[str]
+    groups: np.ndarray | None
+    ids: list[str]
+    source: str
+    label_column: str
+    feature_definition: str
+    imputed: bool = False
+
+
+def guess_definition(names: Sequence[str]) -> str:
+    if list(names) == list(LIFEX_31):
+        return DEFINITION_LIFEX
+    if list(names) == list(FEATURES_31):
+        return DEFINITION_PYRADIOMICS
+    return "custom"
+
+
+def load_dataset(table: Table | str | os.PathLike, label_column: str, group_column: str | None = None,
+                 exclude: Sequence[str] = (), features: Sequence[str] | None = None, impute: str | None = None,
+                 feature_definition: str | None = None, folds: int | None = None) -> Dataset:
+    """Read and check a training table: labels (two or more classes), feature columns (no label
+    leak, no constant column), NaNs (named, or imputed by the median when ``impute='median'``)."""
+    if not isinstance(table, Table):
+        table = read_table(table)
+    if label_column not in table.columns:
+        raise SpineAIError(f"{table.source} has no label column {label_column!r}; its columns are: {', '.join(table.columns)}")
+    labels = encode_labels(table.column(label_column), f"{table.source} column {label_column!r}")
+    if group_column is None:
+        group_column = next((c for c in GROUP_COLUMNS if c in table.columns), None)
+    groups = np.asarray(table.column(group_column)) if group_column else None
+    cols = list(features) if features else feature_columns_for_training(table, label_column, exclude)
+    cols = [c for c in cols if c not in set(exclude)]
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise SpineAIError(f"{table.source} lacks feature columns: {', '.join(missing)}")
+    if impute not in (None, "median"):
+        raise SpineAIError(f"unknown imputation {impute!r}: only 'median' is offered")
+    raw = np.column_stack([table.numeric(c) for c in cols])
+    imputed = False
+    med = None
+    if impute == "median":
+        med = {c: float(np.nanmedian(raw[:, j])) if np.isfinite(raw[:, j]).any() else np.nan for j, c in enumerate(cols)}
+        allnan = [c for c, v in med.items() if not np.isfinite(v)]
+        if allnan:
+            raise SpineAIError(f"{table.source}: columns with no values at all cannot be imputed: {', '.join(allnan)}")
+        imputed = bool((~np.isfinite(raw)).any())
+    X = feature_matrix(table, cols, impute=med)
+    check_constant(X, cols, table.source)
+    check_no_label_leak(table, cols, labels.y, label_column)
+    if folds is not None:
+        check_folds(labels.y, folds, groups)
+    definition = feature_definition or guess_definition(cols)
+    return Dataset(X, labels.y, labels.classes, cols, groups, table.row_ids(), table.source, label_column, definition, imputed)
+
+
+def fit_predict_fn(config: Config, n_classes: int):
+    def fp(Xtr, ytr, Xte, seed):
+        return fit_model(with_seed(config, seed), Xtr, ytr, n_classes).predict_proba(Xte)
+    return fp
+
+
+def auto_candidates(n_classes: int) -> list[Config]:
+    """The search space of ``auto``: comparators and the networks with the study's next steps."""
+    c = [default_config("logreg", C=0.1), default_config("logreg", C=1.0), default_config("svm", C=1.0),
+         default_config("rf"), default_config("xgboost"),
+         default_config("mlp-a", iterations=3000),  # the study's setting
+         default_config("mlp-b", scaling="standard", optimizer="adam", mode="batch", learning_rate=0.01, iterations=300,
+                        early_stopping=True, class_weights=True),
+         default_config("mlp-b", scaling="standard", optimizer="adam", mode="batch", learning_rate=0.01, iterations=300,
+                        batchnorm=True, dropout=0.1, select_k=15)]
+    return c
+
+
+def choose_config(X, y, n_classes, candidates: Sequence[Config], folds: int, seed: int, groups=None) -> tuple[Config, list[dict]]:
+    """Pick the candidate with the best mean CV AUC (ties: the simpler, earlier one)."""
+    scores = []
+    for cfg in candidates:
+        r = cross_validate(fit_predict_fn(cfg, n_classes), X, y, [str(i) for i in range(n_classes)], folds, 1, seed,
+                           groups, n_boot=0)
+        scores.append({"config": cfg.describe(), "cv_auc": r.metrics["auc"]["value"]})
+    best = int(np.argmax([s["cv_auc"] - 1e-9 * i for i, s in enumerate(scores)]))
+    return candidates[best], scores
+
+
+def nested_cv(ds: Dataset, candidates: Sequence[Config], outer_folds: int = 5, inner_folds: int = 3, seed: int = 0,
+              n_boot: int = 1000, progress=None) -> tuple[CVResult, list[str]]:
+    """Outer CV whose every fold chooses its model by an inner CV on its own training part only."""
+    chosen: list[str] = []
+    K = len(ds.classes)
+
+    def fp(Xtr, ytr, Xte, s):
+        gtr = None
+        cfg, _ = choose_config(Xtr, ytr, K, candidates, inner_folds, s, gtr)
+        chosen.append(cfg.describe())
+        return fit_model(with_seed(cfg, s), Xtr, ytr, K).predict_proba(Xte)
+
+    res = cross_validate(fp, ds.X, ds.y, ds.classes, outer_folds, 1, seed, ds.groups, n_boot,
+                         description="auto (nested CV)", progress=progress)
+    return res, chosen
+
+
+def evaluate_config(ds: Dataset, config: Config, folds: int = 5, repeats: int = 1, seed: int = 0, n_boot: int = 1000,
+                    progress=None) -> CVResult:
+    return cross_validate(fit_predict_fn(config, len(ds.classes)), ds.X, ds.y, ds.classes, folds, repeats, seed,
+                          ds.groups, n_boot, description=config.describe(), progress=progress)
+
+
+def make_card(ds: Dataset, model: FittedModel, cv: CVResult, model_id: str, version: str, demonstration: bool,
+              description: str, selection: dict | None = None, extra_training: dict | None = None) -> dict:
+    from spineai.models.ood import fit_ood
+
+    counts = {c: int((ds.y == k).sum()) for k, c in enumerate(ds.classes)}
+    definition_note = {
+        DEFINITION_LIFEX: "LIFEx-defined texture features: give it only LIFEx-compatible feature values, never "
+                          "SpineAI / PyRadiomics output (same names, different discretisation).",
+        DEFINITION_PYRADIOMICS: "SpineAI's own PyRadiomics features (parameter set spineai31-v1).",
+    }.get(ds.feature_definition, "custom features: give it values computed exactly as in training.")
+    card = {
+        "format": "spineai-model-card", "id": model_id, "version": version,
+        "engine_version": spineai.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "description": description,
+        "task": f"classification of spinal lesions: {' / '.join(ds.classes)}",
+        "classes": ds.classes,
+        "positive_class": ds.classes[1] if len(ds.classes) == 2 else None,
+        "demonstration": bool(demonstration),
+        "intended_use": INTENDED_USE + " " + definition_note
+                        + (" DEMONSTRATION MODEL trained on synthetic phantoms: meaningless for real patients."
+                           if demonstration else ""),
+        "features": {"names": ds.feature_names, "definition": ds.feature_definition,
+                     "training_median": np.median(ds.X, axis=0).tolist(), "note": definition_note},
+        "training_data": {"source": os.path.basename(ds.source), "n_samples": int(len(ds.y)), "class_counts": counts,
+                          "label_column": ds.label_column, "grouped_by": "patient" if ds.groups is not None else None,
+                          "imputed": ds.imputed, **(extra_training or {})},
+        "model_description": model.config.describe(),
+        "evaluation": {**cv.summary(), "ci": "95 % percentile bootstrap over "
+                       + ("patients" if ds.groups is not None else "lesions") + " of out-of-fold predictions"},
+        "selection": selection,
+        "ood": fit_ood(ds.X, ds.feature_names),
+        "training_history": model.history,
+        "research_notice": spineai.RESEARCH_USE_NOTICE,
+    }
+    return card
+
+
+def train_bundle(table, label_column: str, model: str, out: str | os.PathLike, *, folds: int = 5, repeats: int = 1,
+                 seed: int = 0, n_boot: int = 1000, group_column: str | None = None, exclude: Sequence[str] = (),
+                 impute: str | None = None, feature_definition: str | None = None, overrides: dict | None = None,
+                 model_id: str | None = None, version: str = "1.0.0", demonstration: bool = False,
+                 description: str = "", overwrite: bool = False, progress=None) -> tuple[Path, dict]:
+    """Evaluate by CV (nested for ``auto``), fit on all data, write the bundle. Returns (path, card).
+
+    Nothing is written unless everything succeeded (the output path is checked first).
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise SpineAIError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+    ds = load_dataset(table, label_column, group_column, exclude, None, impute, feature_definition, folds)
+    K = len(ds.classes)
+    t0 = time.perf_counter()
+    selection = None
+    if model == "auto":
+        cands = auto_candidates(K)
+        cv, chosen = nested_cv(ds, cands, folds, 3, seed, n_boot, progress)
+        config, scores = choose_config(ds.X, ds.y, K, cands, 3, seed, ds.groups)
+        selection = {"method": f"nested CV: outer {folds} folds report, inner 3-fold CV AUC chooses among "
+                               f"{len(cands)} candidates", "candidates": [c.describe() for c in cands],
+                     "outer_fold_choices": chosen, "final_inner_scores": scores, "chosen": config.describe()}
+    else:
+        config = default_config(model, **(overrides or {}))
+        cv = evaluate_config(ds, config, folds, repeats, seed, n_boot, progress)
+    fitted = fit_model(with_seed(config, seed), ds.X, ds.y, K)
+    imp = permutation_importance(fitted.predict_proba, ds.X, ds.y, ds.feature_names, repeats=3, seed=seed)
+    cv.extra["permutation_importance_in_sample"] = [{"feature": f, "auc_drop": m, "sd": s} for f, m, s in imp[:10]]
+    card = make_card(ds, fitted, cv, model_id or f"{Path(out).stem}", version, demonstration,
+                     description or f"{config.describe()} trained on {os.path.basename(ds.source)}", selection)
+    card["training_data"]["seconds"] = round(time.perf_counter() - t0, 1)
+    from spineai.models.bundle import save_bundle
+
+    save_bundle(card, fitted, out, overwrite=overwrite)
+    return out, card
