@@ -24,7 +24,10 @@ one scan):
    noisy voxels that make region growing stop early.
 5. Clean-up on the image's own grid: within a distance bound from the seed (a lesion or a body is
    never larger), inside the optional anatomical label, the component holding the seed, holes
-   filled.
+   filled. A vertebral body is also cut where it leaks into a neighbour (measured on 3 mm MR and
+   CT, where the disc lies within the window and the front passes through endplate gaps): an
+   opening breaks thin bridges, and a cut along the spine's long axis stops the body at the first
+   slab whose median intensity is no longer marrow (a disc).
 6. Plausibility: a region that is tiny, implausibly large, or that reaches the search region's
    limit on all six sides (a seed on uniform background) raises SpineAIError instead of returning
    a meaningless mask.
@@ -56,6 +59,10 @@ class _ModeParams:
     curvature: float  # level-set curvature weight (smoothness of the front)
     min_volume_mm3: float
     max_volume_mm3: float
+    # Vertebral body only (0 = off): radius of the opening that breaks thin bridges through
+    # endplate or cortex gaps, and the slab-median cut along the spine's long axis (see _slab_cut).
+    open_radius_mm: float = 0.0
+    slab_cut: float = 0.0
 
 
 # Lumbar vertebral bodies are at most ~50 x 35 x 30 mm (about 40 ml); lesions (up to ~5 cm
@@ -69,7 +76,7 @@ class _ModeParams:
 # (measured: 0.89-0.96).
 _MODES = {
     "lesion": _ModeParams(40.0, 35.0, 8.0, 75.0, 1.0, 20.0, 90_000.0),
-    "vertebral-body": _ModeParams(40.0, 32.0, 6.0, 62.0, 2.0, 300.0, 90_000.0),
+    "vertebral-body": _ModeParams(40.0, 32.0, 6.0, 62.0, 2.0, 300.0, 90_000.0, 3.0, 0.5),
 }
 
 
@@ -141,6 +148,8 @@ def segment(
     search[0], search[-1], search[:, 0], search[:, -1], search[:, :, 0], search[:, :, -1] = (False,) * 6
     region = _seed_component(sitk, region, seed_kji,
                              near=_distance_mm(crop.shape, sp, seed_kji) <= max(params.stats_radius_mm / 2, 2.0 * max(wsp)))
+    if params.open_radius_mm > 0 or params.slab_cut > 0:
+        region = _cut_bridges(sitk, region, crop, sp, seed_kji, image.direction, centre, lower, upper, params)
     region = sitk.GetArrayFromImage(sitk.BinaryFillhole(_as_sitk(sitk, region, sp))) > 0
     if allowed is not None:
         region &= allowed[box]
@@ -344,3 +353,56 @@ def _seed_component(sitk, mask: np.ndarray, seed_kji, near: np.ndarray | None = 
         return labels == labels[seed_kji]
     counts = np.bincount(labels[near & mask].ravel())
     return labels == int(np.argmax(counts))
+
+
+# ---- vertebral body: leaks into the neighbouring disc / vertebra ----------------------------------
+
+def _cut_bridges(sitk, region, crop, sp, seed_kji, direction, centre, lower, upper, params: _ModeParams):
+    """Cut a vertebral body's leaks through endplate gaps and discs; returns the seed's part."""
+    near = _distance_mm(region.shape, sp, seed_kji) <= max(params.stats_radius_mm / 2, 2.0 * max(sp))
+    if params.open_radius_mm > 0:
+        # At least 2 voxels: a 1-voxel ball is a 6-neighbour cross whose opening only trims single
+        # voxels, not the partial-volume bridges of a 3 mm scan (measured: CT L1 0.66 -> 0.99 inside).
+        rad = [max(2, int(np.ceil(params.open_radius_mm / s - 1e-6))) for s in sp]
+        opened = sitk.GetArrayFromImage(
+            sitk.BinaryMorphologicalOpening(_as_sitk(sitk, region, sp), rad, sitk.sitkBall)) > 0
+        core = _seed_component(sitk, opened, seed_kji, near=near)
+        if core.any():
+            # Take back the corners the opening rounded off, but only next to the kept part.
+            grown = sitk.GetArrayFromImage(sitk.BinaryDilate(_as_sitk(sitk, core, sp), rad, sitk.sitkBall)) > 0
+            region = grown & region
+    if params.slab_cut > 0:
+        region = _seed_component(sitk, _slab_cut(region, crop, seed_kji, direction, centre, lower, upper,
+                                                 params.slab_cut), seed_kji, near=near)
+    return region
+
+
+def _slab_cut(region, crop, seed_kji, direction, centre, lower, upper, frac):
+    """Stop the region, on each side of the seed along the image axis nearest the patient's S axis,
+    at the first slab whose median lies more than ``frac`` of the way from the body's median to the
+    window's bound.
+
+    A voxel window must admit marrow texture, so a disc's voxels (3 mm CT: marrow ~112, disc 67-80,
+    window 59-157) pass it and the front grows through; a whole slab's median is far steadier.
+    Measured (T2 1.5 mm, MR and CT 3 mm samples): body slabs of more than 40 voxels stay below 0.5
+    of the half-window (0.45 at most), disc slabs lie at 0.55-0.66. Everything from the first
+    such slab outwards is dropped.
+    """
+    ax = 2 - int(np.argmax(np.abs(np.asarray(direction, float)[2, :])))  # LPS z row -> numpy axis
+    region = region.copy()
+    for step in (1, -1):
+        t = seed_kji[ax] + step
+        while 0 <= t < region.shape[ax]:
+            sl = [slice(None)] * 3
+            sl[ax] = t
+            inside = region[tuple(sl)]
+            if not inside.any():
+                break
+            med = float(np.median(crop[tuple(sl)][inside]))
+            half = (upper - centre) if med >= centre else (centre - lower)
+            if half > 0 and abs(med - centre) > frac * half:
+                sl[ax] = slice(t, None) if step > 0 else slice(0, t + 1)
+                region[tuple(sl)] = False
+                break
+            t += step
+    return region

@@ -90,9 +90,10 @@ def _ct_vertebrae():
 
 
 CASES = [("MR", 0), ("MR", 1), ("CT", 0), ("CT", 1), ("CT", 2)]
-# Measured fraction of the mask inside the vertebra label without `within` (see the report):
-# the brief's target is 0.90; these are the floors reached today (regression guards).
-FLOORS = {("MR", 0): 0.78, ("MR", 1): 0.70, ("CT", 0): 0.55, ("CT", 1): 0.60, ("CT", 2): 0.70}
+# Fraction of the mask inside the seeded vertebra's label without `within` (target 0.90).
+# Measured: MR 0.838 / 0.810, CT L2 0.939, L1 0.986, T12 0.942. The CT cases meet the target;
+# the MR ones are guarded at their measured level and tracked by the strict xfail below.
+FLOORS = {("MR", 0): 0.80, ("MR", 1): 0.78, ("CT", 0): 0.90, ("CT", 1): 0.90, ("CT", 2): 0.90}
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +119,14 @@ def test_whole_vertebra_body_mode(vertebrae, modality, n):
     assert inside >= FLOORS[(modality, n)]
 
 
-@pytest.mark.xfail(strict=True, reason="target of the brief not yet reached on the 3 mm samples: "
-                   "the discs there are within ~20-30 HU (CT) of marrow and the body mode still "
-                   "spills into them; see FLOORS")
-@pytest.mark.parametrize("modality,n", CASES)
-def test_whole_vertebra_body_mode_target(vertebrae, modality, n):
-    image, labels, verts = vertebrae[modality]
+# On the 3 mm MR sample the remaining spill is a one-voxel rim all round the body (intensity
+# like marrow: partial volume with the thin cortex that the TotalSegmentator label leaves out),
+# not a leak: tightening the window or eroding removes it but drops T2 C6/C7 body Dice below 0.85.
+@pytest.mark.xfail(strict=True, reason="3 mm MR: 0.838 / 0.810 of the body mask inside the vertebra "
+                   "label (target 0.90): a one-voxel partial-volume rim outside the label, see FLOORS")
+@pytest.mark.parametrize("n", [0, 1])
+def test_whole_vertebra_body_mode_target_mr(vertebrae, n):
+    image, labels, verts = vertebrae["MR"]
     vert = verts[n]
     free = segment(image, anterior_half_seed(image, vert), mode="vertebral-body").array.astype(bool)
     assert (free & vert).sum() / free.sum() >= 0.90
