@@ -147,14 +147,10 @@ class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = f'<span style="color:{color}">{text}</span>'
 
     def _ensureDependencies(self, *tasks):
-        from SpineAICommon.dependencies import DependencyInstaller, slicer_torch_installer
+        from SpineAICommon.dependencies import slicer_dependency_installer
 
         if self._installer is None:
-            self._installer = DependencyInstaller(
-                confirm=lambda text, details: slicer.util.confirmOkCancelDisplay(text, "SpineAI: install Python packages", detailedText=details),
-                pip_install=slicer.util.pip_install,
-                install_torch=slicer_torch_installer(),
-            )
+            self._installer = slicer_dependency_installer()
         with slicer.util.WaitCursor():
             self._installer.ensure(*tasks)
 

@@ -177,15 +177,11 @@ class SpineAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slicer.util.showStatusMessage(text, 5000)
 
     def _ensureDependencies(self, *tasks):
-        from SpineAICommon.dependencies import DependencyInstaller, slicer_torch_installer
+        from SpineAICommon.dependencies import slicer_dependency_installer
 
         if self._installer is None:
-            self._installer = DependencyInstaller(
-                confirm=lambda text, details: slicer.util.confirmOkCancelDisplay(text, "SpineAI: install Python packages", detailedText=details),
-                pip_install=slicer.util.pip_install,
-                progress=lambda done, total, message="": self._showProgress(done, total, message),
-                install_torch=slicer_torch_installer(),
-            )
+            self._installer = slicer_dependency_installer(
+                progress=lambda done, total, message="": self._showProgress(done, total, message))
         with slicer.util.WaitCursor():
             self._installer.ensure(*tasks)
 

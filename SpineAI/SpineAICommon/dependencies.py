@@ -137,6 +137,19 @@ def slicer_torch_installer(minimum_version: str = "2.0"):
     return install
 
 
+def slicer_dependency_installer(progress=None) -> DependencyInstaller:
+    """The installer the module widgets use: Slicer's confirmation dialog, pip and PyTorchUtils."""
+    import slicer
+
+    return DependencyInstaller(
+        confirm=lambda text, details: slicer.util.confirmOkCancelDisplay(
+            text, "SpineAI: install Python packages", detailedText=details),
+        pip_install=slicer.util.pip_install,
+        progress=progress,
+        install_torch=slicer_torch_installer(),
+    )
+
+
 def choose_device(force_cpu: bool, torch_module=None) -> str:
     """'cuda' when a usable GPU is there and the user did not force the CPU, else 'cpu'.
 
