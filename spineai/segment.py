@@ -21,7 +21,9 @@ one scan):
    window (from the largest in-window patch near the seed when the clicked voxel itself is
    atypical, e.g. a necrotic loculus). Its curvature term keeps the front smooth, so it does not leak through the small gaps
    of a thin endplate or cortex the way plain region growing does, and it bridges isolated
-   noisy voxels that make region growing stop early.
+   noisy voxels that make region growing stop early. Lesion mode then takes in the lesion's own
+   out-of-window extremes at its margin (bright loculi, oedema brightest at an endplate: patches
+   the region touches and that lie wholly within 5 mm of it) and lets the front grow on past them.
 5. Clean-up on the image's own grid: within a distance bound from the seed (a lesion or a body is
    never larger), inside the optional anatomical label, the component holding the seed, holes
    filled. A vertebral body is also cut where it leaks into a neighbour (measured on 3 mm MR and
@@ -63,6 +65,9 @@ class _ModeParams:
     # endplate or cortex gaps, and the slab-median cut along the spine's long axis (see _slab_cut).
     open_radius_mm: float = 0.0
     slab_cut: float = 0.0
+    # Lesion only (0 = off): out-of-window patches touching the region and lying wholly within this
+    # distance of it are the lesion's own extremes (see _take_enclosed_extremes).
+    extreme_reach_mm: float = 0.0
 
 
 # Lumbar vertebral bodies are at most ~50 x 35 x 30 mm (about 40 ml); lesions (up to ~5 cm
@@ -73,9 +78,10 @@ class _ModeParams:
 # The statistics ball must sample a lesion's own texture and internal gradient (oedema brighter
 # towards an endplate, necrotic loculi): a 3 mm ball saw too little of it and cut the window
 # inside the lesion (phantom SD Dice 0.54-0.67); 8 mm fits inside a ~2 cm lesion and fixed that
-# (measured: 0.89-0.96).
+# (measured: 0.89-0.96). Taking in the margin's out-of-window patches (extreme_reach_mm) lifted
+# the lowest cases (SD 0.889 -> 0.932, STB 0.871 -> 0.910 over phantom seeds 0-7).
 _MODES = {
-    "lesion": _ModeParams(40.0, 35.0, 8.0, 75.0, 1.0, 20.0, 90_000.0),
+    "lesion": _ModeParams(40.0, 35.0, 8.0, 75.0, 1.0, 20.0, 90_000.0, extreme_reach_mm=5.0),
     "vertebral-body": _ModeParams(40.0, 32.0, 6.0, 62.0, 2.0, 300.0, 90_000.0, 3.0, 0.5),
 }
 
@@ -136,6 +142,17 @@ def segment(
         sm[work_seed] = centre
 
     phi = _level_set(sitk, smooth, sm, dist, work_seed, lower, upper, params)
+    if params.extreme_reach_mm > 0:
+        # Let the front take in the lesion's own out-of-window extremes that it stopped at, and
+        # grow on past them (the in-window lesion behind such a patch was unreachable).
+        feature = sm.copy()
+        for _ in range(2):
+            take = _enclosed_extremes(sitk, phi, feature, lower, upper, params.extreme_reach_mm)
+            if not take.any():
+                break
+            feature[take] = centre
+            phi = _evolve(sitk, phi, _like(sitk, feature, smooth), lower, upper, params,
+                         reach_mm=params.extreme_reach_mm)
     # Back on the crop grid by linear interpolation of the level-set function (a smooth surface,
     # not a blocky upsampled mask).
     phi_crop = sitk.GetArrayFromImage(
@@ -329,6 +346,15 @@ def _level_set(sitk, smooth, sm, dist, seed_kji, lower, upper, params: _ModePara
     init.CopyInformation(smooth)
     phi0 = sitk.Cast(sitk.SignedMaurerDistanceMap(init, insideIsPositive=True, useImageSpacing=True,
                                                   squaredDistance=False), sitk.sitkFloat32)
+    return _evolve(sitk, phi0, sitk.Cast(smooth, sitk.sitkFloat32), lower, upper, params)
+
+
+def _evolve(sitk, phi0, feature, lower, upper, params: _ModeParams, reach_mm: float | None = None):
+    """Run ITK's threshold level set from ``phi0`` (>0 inside) on ``feature``; returns phi.
+
+    ``reach_mm`` bounds how far the front needs to move (default: the mode's whole radius).
+    """
+    wsp = feature.GetSpacing()
     ls = sitk.ThresholdSegmentationLevelSetImageFilter()
     ls.SetLowerThreshold(float(lower))
     ls.SetUpperThreshold(float(upper))
@@ -337,10 +363,42 @@ def _level_set(sitk, smooth, sm, dist, seed_kji, lower, upper, params: _ModePara
     ls.SetMaximumRMSError(0.01)
     # The front moves well under a voxel per iteration: allow enough to cross the bound several
     # times; the RMS criterion stops it earlier once it settles.
-    ls.SetNumberOfIterations(int(10 * params.max_radius_mm / min(wsp)) + 100)
+    ls.SetNumberOfIterations(int(10 * (reach_mm or params.max_radius_mm) / min(wsp)) + 100)
     ls.ReverseExpansionDirectionOn()
-    phi = ls.Execute(phi0, sitk.Cast(smooth, sitk.sitkFloat32))
-    return phi
+    return ls.Execute(phi0, feature)
+
+
+def _enclosed_extremes(sitk, phi, feature, lower, upper, reach_mm) -> np.ndarray:
+    """Out-of-window patches that the level set's region nearly encloses (a mask on the work grid).
+
+    A heterogeneous lesion has parts beyond its own window (SD oedema brightest at the endplate,
+    STB necrotic loculi): where such a patch lies at the lesion's margin it is no hole, and the
+    front stops at it. Other tissue beyond the window (disc, CSF, surrounding marrow) is either
+    kept from the lesion by tissue on the window's other side (cortex) or extends far beyond it;
+    so a patch counts only when it touches the region and lies wholly within ``reach_mm`` of it.
+    """
+    inside = sitk.GetArrayFromImage(phi) > 0
+    if not inside.any():
+        return inside
+    wsp = phi.GetSpacing()
+    away = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
+        _as_sitk(sitk, inside, wsp), insideIsPositive=False, useImageSpacing=True, squaredDistance=False))
+    take = np.zeros_like(inside)
+    # Each side on its own: a bright patch must not merge, voxel to voxel through noise, with the
+    # dark marrow around the lesion (and fail the reach test for it).
+    for out in (feature < lower, feature > upper):
+        out &= ~inside
+        labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(_as_sitk(sitk, out, wsp)))
+        touching = np.unique(labels[out & (away <= 1.01 * min(wsp))])
+        too_far = np.unique(labels[out & (away > reach_mm)])
+        take |= np.isin(labels, np.setdiff1d(touching, too_far)) & out
+    return take
+
+
+def _like(sitk, array: np.ndarray, ref):
+    img = sitk.GetImageFromArray(array.astype(np.float32))
+    img.CopyInformation(ref)
+    return img
 
 
 def _seed_component(sitk, mask: np.ndarray, seed_kji, near: np.ndarray | None = None) -> np.ndarray:

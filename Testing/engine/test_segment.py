@@ -25,22 +25,17 @@ def test_modes_are_exported():
     assert SEGMENTATION_MODES == ("lesion", "vertebral-body")
 
 
-# Measured Dice (8 phantom seeds 0-7): SD 0.889-0.969, MET 0.954-0.987, STB 0.871-0.948.
-# The target (>= 0.90) holds for every MET case and most SD / STB ones; the cases below it
-# are the noisiest phantoms (seed 0: lesion contrast ~3.6 noise sigmas) and seed 7, whose lesion
-# margins are blotchy (SD) or have a dark rim half-way to marrow (STB). They are asserted at their
-# measured floor so a regression shows; raising them is open work (see the segmentation notes).
-BELOW_TARGET = {("SD", 0): 0.88, ("SD", 7): 0.88, ("STB", 0): 0.87, ("STB", 7): 0.87}
-
-
+# Measured Dice (8 phantom seeds 0-7): SD 0.932-0.980, MET 0.964-0.987, STB 0.910-0.950. Seeds 0,
+# 5 and 7 are the hardest (seed 0: lesion contrast ~3.6 noise sigmas; seed 5 / 7: bright loculi and
+# oedema at the margin, and an STB rim half-way to marrow).
 @pytest.mark.parametrize("kind", ["SD", "MET", "STB"])
-@pytest.mark.parametrize("seed", [0, 1, 2, 3, 7])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 5, 7])
 def test_lesion_dice_on_phantom(kind, seed):
     ph = make_spine_phantom(seed=seed, lesion_kind=kind)
     mask = segment(ph.image, ph.lesion_center_ijk, mode="lesion")
     assert mask.same_geometry(ph.image)
     assert mask.array.dtype == np.uint8 and set(np.unique(mask.array)) <= {0, 1}
-    assert dice(mask.array, ph.lesion_mask.array) >= BELOW_TARGET.get((kind, seed), 0.90)
+    assert dice(mask.array, ph.lesion_mask.array) >= 0.90
 
 
 def test_lesion_stays_inside_its_vertebra_with_within(met):
