@@ -232,11 +232,17 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
     return Volume.from_sitk(image)
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse to replace a file the user already has unless they said so."""
+def refuse_existing(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse to replace a file or folder the user already has unless they said so."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise SpineAIError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+    return path
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """An output *file* path: refused if it exists (unless ``overwrite``) or is a folder."""
+    path = refuse_existing(path, overwrite)
     if path.is_dir():
         raise SpineAIError(f"{path} is a folder, not a file name")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ import numpy as np
 
 import spineai
 from spineai.errors import SpineAIError
+from spineai.image import refuse_existing
 from spineai.featureset import DEFINITION_LIFEX, DEFINITION_PYRADIOMICS
 from spineai.models.estimators import FittedModel
 from spineai.models.ood import OODResult, check_ood
@@ -200,9 +201,7 @@ def _bundle_files(card: dict, model: FittedModel) -> dict[str, bytes]:
 def save_bundle(card: dict, model: FittedModel, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a bundle: a ``.zip`` file when the path ends so, else a folder. Atomic: a failure leaves
     nothing behind, and an existing path is refused unless ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise SpineAIError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+    path = refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     files = _bundle_files(card, model)
     if path.suffix.lower() == ".zip":

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from spineai.errors import SpineAIError
+from spineai.image import refuse_existing
 
 
 def _csv_list(text: str) -> list[str]:
@@ -126,9 +127,7 @@ def cmd_evaluate(args) -> int:
     from spineai.models.report import write_evaluation_report
     from spineai.models.tables import encode_labels, read_table
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise SpineAIError(f"{out} already exists; pass --overwrite to replace it")
+    out = refuse_existing(args.out, args.overwrite)
     bundle = load_bundle(args.bundle)
     table = read_table(args.table)
     labels = encode_labels(table.column(args.label_column), f"{table.source} column {args.label_column!r}", 1)

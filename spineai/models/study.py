@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from spineai.errors import SpineAIError
+from spineai.image import refuse_existing
 from spineai.models import gridtrain
 from spineai.models.estimators import HIDDEN, MODES, default_config
 from spineai.models.evaluation import (
@@ -173,9 +174,7 @@ def run_study(table, label_column: str, out_dir: str | os.PathLike, *, folds: in
     from spineai.models.report import write_study_report
     from spineai.models.training import evaluate_config, load_dataset, nested_cv, auto_candidates
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise SpineAIError(f"{out_dir} already exists; pass --overwrite (overwrite=True) to replace it")
+    out_dir = refuse_existing(out_dir, overwrite)
     ds = load_dataset(table, label_column, group_column, exclude, None, impute, None, folds)
     K = len(ds.classes)
     grid = run_grid(ds.X, ds.y, K, folds, seed, iterations=iterations, learning_rates=learning_rates,

@@ -13,6 +13,7 @@ import numpy as np
 
 import spineai
 from spineai.errors import SpineAIError
+from spineai.image import refuse_existing
 from spineai.featureset import DEFINITION_LIFEX, DEFINITION_PYRADIOMICS, FEATURES_31, LIFEX_31
 from spineai.models.estimators import Config, FittedModel, default_config, fit_model, with_seed
 from spineai.models.evaluation import CVResult, check_folds, cross_validate, permutation_importance
@@ -184,9 +185,7 @@ def train_bundle(table, label_column: str, model: str, out: str | os.PathLike, *
 
     Nothing is written unless everything succeeded (the output path is checked first).
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise SpineAIError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+    out = refuse_existing(out, overwrite)
     ds = load_dataset(table, label_column, group_column, exclude, None, impute, feature_definition, folds)
     K = len(ds.classes)
     t0 = time.perf_counter()
