@@ -29,7 +29,10 @@ one scan):
    filled. A vertebral body is also cut where it leaks into a neighbour (measured on 3 mm MR and
    CT, where the disc lies within the window and the front passes through endplate gaps): an
    opening breaks thin bridges, and a cut along the spine's long axis stops the body at the first
-   slab whose median intensity is no longer marrow (a disc).
+   slab whose median intensity is no longer marrow (a disc). Then up to two outer voxel layers are
+   peeled where they are partial-volume mixtures beyond the cortex (on 3 mm scans a voxel that
+   averages a thin cortex with the fat outside it looks like marrow): voxels lying between a
+   darker and a brighter tissue, or with a thin dark or bright line between them and the seed.
 6. Plausibility: a region that is tiny, implausibly large, or that reaches the search region's
    limit on all six sides (a seed on uniform background) raises SpineAIError instead of returning
    a meaningless mask.
@@ -62,9 +65,11 @@ class _ModeParams:
     min_volume_mm3: float
     max_volume_mm3: float
     # Vertebral body only (0 = off): radius of the opening that breaks thin bridges through
-    # endplate or cortex gaps, and the slab-median cut along the spine's long axis (see _slab_cut).
+    # endplate or cortex gaps, the slab-median cut along the spine's long axis (see _slab_cut), and
+    # how many outer voxel layers may be peeled as partial-volume mixtures (see _peel_partial_volume).
     open_radius_mm: float = 0.0
     slab_cut: float = 0.0
+    partial_volume_layers: int = 0
     # Lesion only (0 = off): out-of-window patches touching the region and lying wholly within this
     # distance of it are the lesion's own extremes (see _take_enclosed_extremes).
     extreme_reach_mm: float = 0.0
@@ -82,7 +87,7 @@ class _ModeParams:
 # the lowest cases (SD 0.889 -> 0.932, STB 0.871 -> 0.910 over phantom seeds 0-7).
 _MODES = {
     "lesion": _ModeParams(40.0, 35.0, 8.0, 75.0, 1.0, 20.0, 90_000.0, extreme_reach_mm=5.0),
-    "vertebral-body": _ModeParams(40.0, 32.0, 6.0, 62.0, 2.0, 300.0, 90_000.0, 3.0, 0.5),
+    "vertebral-body": _ModeParams(40.0, 32.0, 6.0, 62.0, 2.0, 300.0, 90_000.0, 3.0, 0.5, 2),
 }
 
 
@@ -165,7 +170,7 @@ def segment(
     search[0], search[-1], search[:, 0], search[:, -1], search[:, :, 0], search[:, :, -1] = (False,) * 6
     region = _seed_component(sitk, region, seed_kji,
                              near=_distance_mm(crop.shape, sp, seed_kji) <= max(params.stats_radius_mm / 2, 2.0 * max(wsp)))
-    if params.open_radius_mm > 0 or params.slab_cut > 0:
+    if params.open_radius_mm > 0 or params.slab_cut > 0 or params.partial_volume_layers > 0:
         region = _cut_bridges(sitk, region, crop, sp, seed_kji, image.direction, centre, lower, upper, params)
     region = sitk.GetArrayFromImage(sitk.BinaryFillhole(_as_sitk(sitk, region, sp))) > 0
     if allowed is not None:
@@ -432,6 +437,9 @@ def _cut_bridges(sitk, region, crop, sp, seed_kji, direction, centre, lower, upp
     if params.slab_cut > 0:
         region = _seed_component(sitk, _slab_cut(region, crop, seed_kji, direction, centre, lower, upper,
                                                  params.slab_cut), seed_kji, near=near)
+    if params.partial_volume_layers > 0:
+        region = _seed_component(sitk, _peel_partial_volume(region, crop, sp, seed_kji, centre, lower, upper,
+                                                            params.partial_volume_layers), seed_kji, near=near)
     return region
 
 
@@ -464,3 +472,69 @@ def _slab_cut(region, crop, seed_kji, direction, centre, lower, upper, frac):
                 break
             t += step
     return region
+
+
+# The 18 neighbour directions (faces and edges of the voxel), each with its opposite.
+_DIRECTIONS = [o for o in np.ndindex(3, 3, 3) if 0 < sum(abs(v - 1) for v in o) <= 2]
+_DIRECTIONS = [tuple(v - 1 for v in o) for o in _DIRECTIONS]
+
+
+def _peel_partial_volume(region, crop, sp, seed_kji, centre, lower, upper, layers):
+    """Peel the region's outer voxels that are partial-volume mixtures of other tissues, not body.
+
+    On a 3 mm grid a voxel just beyond a thin cortex averages the cortex with the fat or muscle
+    outside it and can look just like marrow, so the level set takes it in (measured on the 3 mm MR
+    sample: such a rim was 16-19 % of the body mask, outside the vertebra label). Along a line
+    through the voxel in any of the 18 neighbour directions, two signs give it away:
+
+    - it lies between two tissues outside the window, dark on one side and bright on the other;
+    - its neighbour towards the region is a thin line of another tissue, a dip (MR cortex) or a
+      ridge (CT cortex) standing out by 3 noise units from both the voxel and the next voxel inwards.
+
+    Only boundary voxels are peeled, at most ``layers`` times, so the body's own texture is never
+    touched. Both tests need each voxel's value to be reliable: the crop is smoothed just enough
+    for its noise to fall to half the window's narrower side (measured: none on the 3 mm MR and
+    CT samples; 0.5-0.75 voxel on the noisy 1.5 mm T2, where raw values would peel marrow).
+    """
+    from scipy import ndimage
+
+    dist = _distance_mm(crop.shape, sp, seed_kji)
+    half = min(centre - lower, upper - centre)
+    for sigma in (0.0, 0.5, 0.75, 1.0, 1.5, 2.0):
+        values = ndimage.gaussian_filter(crop, sigma) if sigma else crop
+        noise = _noise_floor(values, dist, sp)
+        if noise <= 0.5 * half:
+            break
+    dark, bright = values < lower - 0.5 * noise, values > upper + 0.5 * noise
+    between = np.zeros(crop.shape, bool)
+    for o in _DIRECTIONS:
+        between |= _shifted(dark, o) & _shifted(bright, tuple(-v for v in o))
+
+    def beyond_thin_line(inside):
+        found = np.zeros(crop.shape, bool)
+        depth = 3.0 * noise
+        for o in _DIRECTIONS:
+            inner, inner2 = _shifted(values, o), _shifted(values, o, 2)
+            dip = (inner < values - depth) & (inner < inner2 - depth) & (inner < lower)
+            ridge = (inner > values + depth) & (inner > inner2 + depth) & (inner > upper)
+            # Only where the line lies between the voxel and the seed: from the body's side, the
+            # spill beyond the line is no reason to drop the body's own outer voxels.
+            inward = (_shifted(dist, o) < dist) & (_shifted(dist, o, 2) < _shifted(dist, o))
+            found |= (dip | ridge) & inward & _shifted(inside, o, 2)
+        return found
+
+    for _ in range(layers):
+        edge = region & ~ndimage.binary_erosion(region, border_value=1)
+        peel = edge & (between | beyond_thin_line(region))
+        peel[seed_kji] = False
+        if not peel.any():
+            break
+        region = region & ~peel
+    return region
+
+
+def _shifted(a: np.ndarray, offset, steps: int = 1) -> np.ndarray:
+    """``a`` at ``v + steps * offset`` for every voxel ``v``; edge values repeat beyond the array
+    (False for boolean masks)."""
+    pad = np.pad(a, steps, mode="constant") if a.dtype == bool else np.pad(a, steps, mode="edge")
+    return pad[tuple(slice(steps + steps * o, steps + steps * o + n) for o, n in zip(offset, a.shape))]

@@ -60,6 +60,28 @@ def test_vertebral_body_mode_on_phantom(met):
     assert (m & body).sum() / m.sum() >= 0.95  # no spill into discs or neighbours
 
 
+def test_partial_volume_rim_outside_a_thin_cortex_is_peeled():
+    # A 3 mm "body" (marrow 160) inside a one-voxel dark cortex (20), then a one-voxel shell that
+    # averages cortex and fat to a marrow-like 160, then fat (400): the level set takes that shell
+    # in through a gap in the cortex; the peel must drop it and keep every body voxel.
+    from spineai.segment import _peel_partial_volume
+
+    rng = np.random.default_rng(0)
+    k, j, i = np.indices((24, 24, 24))
+    r = np.sqrt((k - 12.0) ** 2 + (j - 12.0) ** 2 + (i - 12.0) ** 2)
+    body, cortex, mixed = r < 6, (r >= 6) & (r < 7), (r >= 7) & (r < 8)
+    gap = cortex & (i > 12) & (np.abs(j - 12) <= 1) & (np.abs(k - 12) <= 1)
+    image = np.full(r.shape, 400.0)
+    image[body | mixed | gap] = 160.0
+    image[cortex & ~gap] = 20.0
+    image += rng.normal(0.0, 8.0, image.shape)
+    region = body | mixed | gap
+    kept = _peel_partial_volume(region, image.astype(np.float32), (3.0, 3.0, 3.0), (12, 12, 12),
+                                centre=160.0, lower=90.0, upper=280.0, layers=2)
+    assert kept[body].all()
+    assert kept[mixed].mean() < 0.1
+
+
 def test_numpy_integer_seed_and_float_image(met):
     img = met.image.with_array(met.image.array.astype(np.float64))
     seed = tuple(np.int64(v) for v in met.lesion_center_ijk)
