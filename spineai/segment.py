@@ -12,7 +12,8 @@ one scan):
    stays stable on any spacing).
 3. Robust statistics of the structure: median and MAD-based spread of the smoothed intensities in
    a ball around the seed (8 mm for a lesion, so that a textured or graded lesion is sampled whole;
-   6 mm for a vertebral body). The structure is bounded by darker and / or brighter tissue (MR: dark
+   for a vertebral body the more uniform of a 6 mm and a 10 mm ball, so that a click next to an
+   endplate does not take the endplate for marrow). The structure is bounded by darker and / or brighter tissue (MR: dark
    cortex and endplates, bright CSF or fat; CT: bright cortex, darker disc and soft tissue), so
    the intensity window is set on each side half-way between the structure's median and the
    typical intensity of the clearly darker / clearly brighter tissue around it. No sign
@@ -40,7 +41,7 @@ one scan):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral
 from typing import Sequence
 
@@ -70,6 +71,13 @@ class _ModeParams:
     open_radius_mm: float = 0.0
     slab_cut: float = 0.0
     partial_volume_layers: int = 0
+    # Vertebral body only (0 = off): a second, wider statistics ball; the statistics come from
+    # whichever of the two is more uniform. A 6 mm ball from a click one voxel off can straddle an
+    # endplate and widen the window until the front leaks (3 mm CT L1 one slice up: spread 16 -> 52,
+    # 0.60 of the mask inside its vertebra); the 10 mm ball then dilutes the endplate with marrow.
+    # A body holding a lesion keeps the 6 mm ball's statistics (the wide one mixes the two, and the
+    # front would run through both: measured on the phantoms).
+    wide_stats_radius_mm: float = 0.0
     # Lesion only (0 = off): out-of-window patches touching the region and lying wholly within this
     # distance of it are the lesion's own extremes (see _take_enclosed_extremes).
     extreme_reach_mm: float = 0.0
@@ -87,7 +95,7 @@ class _ModeParams:
 # the lowest cases (SD 0.889 -> 0.932, STB 0.871 -> 0.910 over phantom seeds 0-7).
 _MODES = {
     "lesion": _ModeParams(40.0, 35.0, 8.0, 75.0, 1.0, 20.0, 90_000.0, extreme_reach_mm=5.0),
-    "vertebral-body": _ModeParams(40.0, 32.0, 6.0, 62.0, 2.0, 300.0, 90_000.0, 3.0, 0.5, 2),
+    "vertebral-body": _ModeParams(40.0, 32.0, 6.0, 62.0, 2.0, 300.0, 90_000.0, 3.0, 0.5, 2, 10.0),
 }
 
 
@@ -133,7 +141,10 @@ def segment(
     smooth = sitk.CurvatureFlow(work, timeStep=float(min(wsp)) ** 2 / 16.0, numberOfIterations=3)
     sm = sitk.GetArrayFromImage(smooth)
     dist = _distance_mm(sm.shape, wsp, work_seed)
-    centre, spread = _robust_stats(sm[dist <= max(params.stats_radius_mm, 1.01 * max(wsp))])
+    # Of the statistics balls, the most uniform one describes the structure (see _ModeParams).
+    radii = (params.stats_radius_mm, params.wide_stats_radius_mm) if params.wide_stats_radius_mm else \
+        (params.stats_radius_mm,)
+    centre, spread = min((_robust_stats(sm[dist <= max(r, 1.01 * max(wsp))]) for r in radii), key=lambda cs: cs[1])
     spread = max(spread, _noise_floor(sm, dist, wsp))
     if spread <= 1e-6 * max(1.0, abs(centre)):
         raise SpineAIError(
@@ -170,6 +181,9 @@ def segment(
     search[0], search[-1], search[:, 0], search[:, -1], search[:, :, 0], search[:, :, -1] = (False,) * 6
     region = _seed_component(sitk, region, seed_kji,
                              near=_distance_mm(crop.shape, sp, seed_kji) <= max(params.stats_radius_mm / 2, 2.0 * max(wsp)))
+    if allowed is not None:
+        # The anatomical label already bounds the body from outside; its own rim is not spill.
+        params = replace(params, partial_volume_layers=0)
     if params.open_radius_mm > 0 or params.slab_cut > 0 or params.partial_volume_layers > 0:
         region = _cut_bridges(sitk, region, crop, sp, seed_kji, image.direction, centre, lower, upper, params)
     region = sitk.GetArrayFromImage(sitk.BinaryFillhole(_as_sitk(sitk, region, sp))) > 0
@@ -435,7 +449,7 @@ def _cut_bridges(sitk, region, crop, sp, seed_kji, direction, centre, lower, upp
             grown = sitk.GetArrayFromImage(sitk.BinaryDilate(_as_sitk(sitk, core, sp), rad, sitk.sitkBall)) > 0
             region = grown & region
     if params.slab_cut > 0:
-        region = _seed_component(sitk, _slab_cut(region, crop, seed_kji, direction, centre, lower, upper,
+        region = _seed_component(sitk, _slab_cut(region, crop, seed_kji, direction, lower, upper,
                                                  params.slab_cut), seed_kji, near=near)
     if params.partial_volume_layers > 0:
         region = _seed_component(sitk, _peel_partial_volume(region, crop, sp, seed_kji, centre, lower, upper,
@@ -443,18 +457,21 @@ def _cut_bridges(sitk, region, crop, sp, seed_kji, direction, centre, lower, upp
     return region
 
 
-def _slab_cut(region, crop, seed_kji, direction, centre, lower, upper, frac):
+def _slab_cut(region, crop, seed_kji, direction, lower, upper, frac):
     """Stop the region, on each side of the seed along the image axis nearest the patient's S axis,
     at the first slab whose median lies more than ``frac`` of the way from the body's median to the
     window's bound.
 
     A voxel window must admit marrow texture, so a disc's voxels (3 mm CT: marrow ~112, disc 67-80,
     window 59-157) pass it and the front grows through; a whole slab's median is far steadier.
-    Measured (T2 1.5 mm, MR and CT 3 mm samples): body slabs of more than 40 voxels stay below 0.5
-    of the half-window (0.45 at most), disc slabs lie at 0.55-0.66. Everything from the first
-    such slab outwards is dropped.
+    Measured against the region's median (T2 1.5 mm, MR and CT 3 mm samples): body slabs of more
+    than 100 voxels stay within 0.36 of the half-window, a body's thin end slabs within 0.50, disc
+    slabs lie at 0.52-0.69. Everything from the first such slab outwards is dropped.
     """
     ax = 2 - int(np.argmax(np.abs(np.asarray(direction, float)[2, :])))  # LPS z row -> numpy axis
+    # The whole region's median: steadier than the seed ball's, which moves with the click (T2 C6,
+    # click one voxel off: centre 72.2 -> 73.9, and a mid-body slab crossed 0.5, halving the body).
+    centre = float(np.median(crop[region]))
     region = region.copy()
     for step in (1, -1):
         t = seed_kji[ax] + step

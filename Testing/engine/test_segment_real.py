@@ -91,7 +91,7 @@ def _ct_vertebrae():
 
 CASES = [("MR", 0), ("MR", 1), ("CT", 0), ("CT", 1), ("CT", 2)]
 # Target: at least this fraction of the mask inside the seeded vertebra's label without `within`.
-# Measured: MR 0.912 / 0.905, CT L2 0.980, L1 0.995, T12 0.982 (before the partial-volume peel in
+# Measured: MR 0.912 / 0.927, CT L2 0.980, L1 0.995, T12 0.982 (before the partial-volume peel in
 # segment._peel_partial_volume: MR 0.838 / 0.810, CT 0.939 / 0.986 / 0.942).
 INSIDE_TARGET = 0.90
 
@@ -117,3 +117,36 @@ def test_whole_vertebra_body_mode(vertebrae, modality, n):
     # result is the component connected to the seed, so it stays in this vertebra's component.)
     assert (bounded & ~vert).sum() == 0
     assert inside >= INSIDE_TARGET
+
+
+# ---- a click is only accurate to a voxel or so -------------------------------------------------
+
+NEIGHBOURS = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
+
+
+@pytest.mark.parametrize("level", [6, 7])
+def test_t2_vertebral_body_click_one_voxel_off(t2, level):
+    image, vert, sub = t2
+    body = (vert == level) & (sub == 49)
+    i, j, k = deepest_voxel(body)
+    scores = [dice(segment(image, (i + a, j + b, k + c), mode="vertebral-body").array.astype(bool), body)
+              for a, b, c in NEIGHBOURS]
+    print(f"T2 C{level}, click one voxel off: Dice {min(scores):.3f}-{max(scores):.3f}")
+    assert min(scores) >= 0.85
+
+
+# Measured over the six neighbours of the reference click: CT 0.949-1.000 inside; MR 0.875-0.952
+# (MR0) and 0.912-0.944 (MR1): on the 3 mm MR two of the twelve clicks land on a dark voxel, whose
+# ball gives a wider window and a one-voxel wider body (0.875 / 0.878 inside, Dice to the vertebra up
+# from 0.84 to 0.87). The MR bound here is therefore 0.85, below the 0.90 reference-click target.
+@pytest.mark.parametrize("modality,n", CASES)
+def test_whole_vertebra_click_one_voxel_off(vertebrae, modality, n):
+    image, labels, verts = vertebrae[modality]
+    vert = verts[n]
+    i, j, k = anterior_half_seed(image, vert)
+    inside = []
+    for a, b, c in NEIGHBOURS:
+        free = segment(image, (i + a, j + b, k + c), mode="vertebral-body").array.astype(bool)
+        inside.append((free & vert).sum() / free.sum())
+    print(f"{modality} vertebra {n}, click one voxel off: {min(inside):.3f}-{max(inside):.3f} inside")
+    assert min(inside) >= (INSIDE_TARGET if modality == "CT" else 0.85)
