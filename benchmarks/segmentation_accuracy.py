@@ -55,24 +55,29 @@ def real() -> None:
 
     def measure(image, click, score):
         i, j, k = click
-        ref = score(segment(image, click, mode="vertebral-body").array.astype(bool))
+        seconds = []
+        for _ in range(5):  # the reference click, timed (median of 5; the first run warms up)
+            t0 = time.perf_counter()
+            mask = segment(image, click, mode="vertebral-body")
+            seconds.append(time.perf_counter() - t0)
+        ref = score(mask.array.astype(bool))
         off = [score(segment(image, (i + a, j + b, k + c), mode="vertebral-body").array.astype(bool))
                for a, b, c in NEIGHBOURS]
-        return ref, min(off), float(np.median(off))
+        return ref, min(off), float(np.median(off)), float(np.median(seconds[1:]))
 
-    print("case                 measure        reference click   one voxel off: min  median")
+    print("case                 measure        reference click   one voxel off: min  median   s/call")
     image = read_volume(shared_data_path("spine-samples", "sub-mri_label-6_T2w.nii.gz"))
     vert = read_volume(shared_data_path("spine-samples", "sub-mri_seg-vert_label-6_msk.nii.gz")).array
     sub = read_volume(shared_data_path("spine-samples", "sub-mri_seg-subreg_label-6_msk.nii.gz")).array
     for level in (6, 7):
         body = (vert == level) & (sub == 49)
-        ref, lo, med = measure(image, cases.deepest_voxel(body), lambda m: dice(m, body))
-        print(f"T2 1.5 mm C{level}           Dice body      {ref:.3f}             {lo:.3f}  {med:.3f}")
+        ref, lo, med, sec = measure(image, cases.deepest_voxel(body), lambda m: dice(m, body))
+        print(f"T2 1.5 mm C{level}           Dice body      {ref:.3f}             {lo:.3f}  {med:.3f}    {sec:.3f}")
     for name, (image, _, verts) in (("MR 3 mm", cases._mr_vertebrae()), ("CT 3 mm", cases._ct_vertebrae())):
         for n, v in enumerate(verts):
-            ref, lo, med = measure(image, cases.anterior_half_seed(image, v),
-                                   lambda m, v=v: float((m & v).sum() / m.sum()))
-            print(f"{name} vertebra {n}     inside label   {ref:.3f}             {lo:.3f}  {med:.3f}")
+            ref, lo, med, sec = measure(image, cases.anterior_half_seed(image, v),
+                                        lambda m, v=v: float((m & v).sum() / m.sum()))
+            print(f"{name} vertebra {n}     inside label   {ref:.3f}             {lo:.3f}  {med:.3f}    {sec:.3f}")
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ one scan):
 3. Robust statistics of the structure: median and MAD-based spread of the smoothed intensities in
    a ball around the seed (8 mm for a lesion, so that a textured or graded lesion is sampled whole;
    for a vertebral body the more uniform of a 6 mm and a 10 mm ball, so that a click next to an
-   endplate does not take the endplate for marrow). The structure is bounded by darker and / or brighter tissue (MR: dark
-   cortex and endplates, bright CSF or fat; CT: bright cortex, darker disc and soft tissue), so
+   endplate does not take the endplate for marrow). The structure is bounded by darker and / or
+   brighter tissue (MR: dark cortex and endplates, bright CSF or fat; CT: bright cortex, darker disc and soft tissue), so
    the intensity window is set on each side half-way between the structure's median and the
    typical intensity of the clearly darker / clearly brighter tissue around it. No sign
    assumption: the same rule serves bright lesions on T2, dark ones on T1, and CT bone.
@@ -492,8 +492,7 @@ def _slab_cut(region, crop, seed_kji, direction, lower, upper, frac):
 
 
 # The 18 neighbour directions (faces and edges of the voxel), each with its opposite.
-_DIRECTIONS = [o for o in np.ndindex(3, 3, 3) if 0 < sum(abs(v - 1) for v in o) <= 2]
-_DIRECTIONS = [tuple(v - 1 for v in o) for o in _DIRECTIONS]
+_DIRECTIONS = [tuple(v - 1 for v in o) for o in np.ndindex(3, 3, 3) if 0 < sum(abs(v - 1) for v in o) <= 2]
 
 
 def _peel_partial_volume(region, crop, sp, seed_kji, centre, lower, upper, layers):
