@@ -26,7 +26,7 @@ def _addSourceCheckoutPaths():
     # See SpineAIRadiomics.py: only a source checkout needs these folders added.
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(here)
-    for path, marker in ((here, "SpineAILib"), (root, "spineai"), (os.path.join(root, "SpineAIRadiomics"), "SpineAIRadiomicsLib")):
+    for path, marker in ((here, "SpineAILib"), (os.path.join(root, "src"), "spineai"), (os.path.join(root, "SpineAIRadiomics"), "SpineAIRadiomicsLib")):
         if os.path.isdir(os.path.join(path, marker)) and path not in sys.path:
             sys.path.append(path)
 

@@ -25,7 +25,7 @@ def _addSourceCheckoutPaths():
     # See SpineAIRadiomics.py: only a source checkout needs these folders added.
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(here)
-    for path, marker in ((here, "SpineAILumbarLib"), (root, "spineai"), (os.path.join(root, "SpineAI"), "SpineAICommon")):
+    for path, marker in ((here, "SpineAILumbarLib"), (os.path.join(root, "src"), "spineai"), (os.path.join(root, "SpineAI"), "SpineAICommon")):
         if os.path.isdir(os.path.join(path, marker)) and path not in sys.path:
             sys.path.append(path)
 

@@ -28,7 +28,7 @@ def _addSourceCheckoutPaths():
     # the repository root and SpineAICommon in SpineAI/; add those folders when they are there.
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(here)
-    for path, marker in ((here, "SpineAIRadiomicsLib"), (root, "spineai"), (os.path.join(root, "SpineAI"), "SpineAICommon")):
+    for path, marker in ((here, "SpineAIRadiomicsLib"), (os.path.join(root, "src"), "spineai"), (os.path.join(root, "SpineAI"), "SpineAICommon")):
         if os.path.isdir(os.path.join(path, marker)) and path not in sys.path:
             sys.path.append(path)
 

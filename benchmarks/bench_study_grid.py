@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from spineai.models import gridtrain  # noqa: E402
 from spineai.models.study import ITERATIONS, LEARNING_RATES, NETWORKS, STUDY_MODES, run_grid, train_grid_all  # noqa: E402

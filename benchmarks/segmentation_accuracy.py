@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
 
 from spineai.image import dice  # noqa: E402
 from spineai.phantom import LESION_KINDS, make_spine_phantom  # noqa: E402

@@ -227,7 +227,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--panels", action="store_true", help="only the module panels")
     args = parser.parse_args(argv)
-    for path in [ROOT, *(ROOT / m for m in MODULES)]:
+    for path in [ROOT / "src", *(ROOT / m for m in MODULES)]:
         sys.path.insert(0, str(path))
     SHOTS.mkdir(parents=True, exist_ok=True)
     written = render_panels(SHOTS)

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULES = ("SpineAI", "SpineAIRadiomics", "SpineAILumbar")
 
 # What Slicer puts on sys.path for a source checkout ("Add module paths"), plus the engine.
-for path in [ROOT, *(ROOT / m for m in MODULES)]:
+for path in [ROOT / "src", *(ROOT / m for m in MODULES)]:
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 

@@ -46,8 +46,8 @@ def test_top_level_cmakelists():
     assert [m for m in re.findall(r"add_subdirectory\((\w+)\)", text)] == list(MODULES)
     assert "include(${Slicer_EXTENSION_GENERATE_CONFIG})" in text and "include(${Slicer_EXTENSION_CPACK})" in text
     # The engine ships from its own source folder: every .py and every resource file is matched.
-    assert "${CMAKE_CURRENT_SOURCE_DIR}/spineai/*.py" in text
-    assert "${CMAKE_CURRENT_SOURCE_DIR}/spineai/resources/*" in text
+    assert "${CMAKE_CURRENT_SOURCE_DIR}/src/spineai/*.py" in text
+    assert "${CMAKE_CURRENT_SOURCE_DIR}/src/spineai/resources/*" in text
     assert "ctkMacroCompilePythonScript" in text and "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}" in text
     # Every URL'd picture exists in the repository.
     raw = re.search(r'set\(SPINEAI_RAW_URL "([^"]+)"\)', text).group(1)
