@@ -64,7 +64,7 @@ def test_partial_volume_rim_outside_a_thin_cortex_is_peeled():
     # A 3 mm "body" (marrow 160) inside a one-voxel dark cortex (20), then a one-voxel shell that
     # averages cortex and fat to a marrow-like 160, then fat (400): the level set takes that shell
     # in through a gap in the cortex; the peel must drop it and keep every body voxel.
-    from spineai.segment import _peel_partial_volume
+    from spineai.segment.classic import _peel_partial_volume
 
     rng = np.random.default_rng(0)
     k, j, i = np.indices((24, 24, 24))
