@@ -13,54 +13,22 @@ Layout::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-import spineai
 from spineai.errors import SpineAIError
-from spineai.image import refuse_existing
+from spineai.bundlefile import (CARD, MANIFEST, WEIGHTS, parse_version, pack_files, read_bundle,  # noqa: F401
+                                read_files as _read_files, sha256_bytes, sha256_file, verify_files, write_files)
 from spineai.featureset import DEFINITION_LIFEX, DEFINITION_PYRADIOMICS
 from spineai.models.estimators import FittedModel
 from spineai.models.ood import OODResult, check_ood
 
-BUNDLE_FORMAT = "spineai-model-bundle"
-BUNDLE_FORMAT_VERSION = 1
-CARD = "model.json"
-MANIFEST = "manifest.json"
-WEIGHTS = "weights.safetensors"
 BOOSTER = "booster.json"
 ALLOWED_FILES = {CARD, WEIGHTS, BOOSTER}
-# A fixed timestamp makes a zip's bytes (and so its sha256) depend on the content only.
-_ZIP_DATE = (2020, 1, 1, 0, 0, 0)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    parts = []
-    for p in str(text).split("."):
-        digits = "".join(ch for ch in p if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
 
 
 @dataclass
@@ -187,110 +155,28 @@ def _bundle_files(card: dict, model: FittedModel) -> dict[str, bytes]:
     meta, arrays, booster = model.to_parts()
     card = dict(card)
     card["model"] = {**card.get("model", {}), **meta}
-    files = {CARD: json.dumps(card, indent=2, allow_nan=False).encode()}
+    payload = {}
     if arrays:
-        files[WEIGHTS] = st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        payload[WEIGHTS] = st_save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
     if booster is not None:
-        files[BOOSTER] = booster
-    manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
-                "files": {name: sha256_bytes(data) for name, data in sorted(files.items())}}
-    files[MANIFEST] = json.dumps(manifest, indent=2).encode()
-    return files
+        payload[BOOSTER] = booster
+    return pack_files(card, payload)
 
 
 def save_bundle(card: dict, model: FittedModel, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a bundle: a ``.zip`` file when the path ends so, else a folder. Atomic: a failure leaves
     nothing behind, and an existing path is refused unless ``overwrite``."""
-    path = refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    files = _bundle_files(card, model)
-    if path.suffix.lower() == ".zip":
-        fd, tmp = tempfile.mkstemp(prefix=".spineai-", suffix=".zip", dir=path.parent)
-        os.close(fd)
-        try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-                for name in sorted(files):
-                    info = zipfile.ZipInfo(name, _ZIP_DATE)
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    zf.writestr(info, files[name])
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a bundle is meant to be shared
-            if path.is_dir():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    else:
-        tmpdir = Path(tempfile.mkdtemp(prefix=".spineai-", dir=path.parent))
-        try:
-            for name, data in files.items():
-                (tmpdir / name).write_bytes(data)
-            os.chmod(tmpdir, 0o755)
-            if path.exists():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            os.replace(tmpdir, path)
-        except BaseException:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-            raise
-    return path
+    return write_files(_bundle_files(card, model), path, overwrite)
 
 
 # ------------------------------------------------------------------------------------------------
 # Loading
 
 
-def _read_files(path: Path) -> dict[str, bytes]:
-    if path.is_dir():
-        return {p.name: p.read_bytes() for p in path.iterdir() if p.is_file() and not p.name.startswith(".")}
-    if not path.is_file():
-        raise SpineAIError(f"model bundle {path} does not exist")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if any("/" in n or n.startswith(".") for n in names):
-                raise SpineAIError(f"{path}: unexpected paths inside the bundle: {', '.join(n for n in names if '/' in n)}")
-            return {n: zf.read(n) for n in names}
-    except zipfile.BadZipFile:
-        raise SpineAIError(f"{path} is neither a model bundle folder nor a zip file") from None
-
-
 def bundle_from_files(files: dict[str, bytes], source: str) -> ModelBundle:
     from safetensors.numpy import load as st_load
 
-    if MANIFEST not in files:
-        raise SpineAIError(f"{source} is not a SpineAI model bundle: no {MANIFEST}")
-    try:
-        manifest = json.loads(files[MANIFEST])
-        listed = manifest["files"]
-    except (ValueError, KeyError, TypeError):
-        raise SpineAIError(f"{source}: {MANIFEST} is not a valid bundle manifest") from None
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise SpineAIError(f"{source}: unknown bundle format {manifest.get('format')!r}")
-    if int(manifest.get("format_version", 0)) > BUNDLE_FORMAT_VERSION:
-        raise SpineAIError(f"{source}: bundle format {manifest.get('format_version')} is newer than this engine reads "
-                           f"({BUNDLE_FORMAT_VERSION}); update SpineAI")
-    present = set(files) - {MANIFEST}
-    unlisted = sorted(present - set(listed))
-    missing = sorted(set(listed) - present)
-    if unlisted or missing:
-        raise SpineAIError(f"{source}: bundle contents do not match its manifest (tampered or incomplete): "
-                           f"unlisted files {unlisted or 'none'}, missing files {missing or 'none'}")
-    unknown = sorted(set(listed) - ALLOWED_FILES)
-    if unknown:
-        raise SpineAIError(f"{source}: unexpected files in the bundle: {', '.join(unknown)}")
-    bad = [n for n, h in listed.items() if sha256_bytes(files[n]) != h]
-    if bad:
-        raise SpineAIError(f"{source}: sha256 mismatch for {', '.join(sorted(bad))}: the bundle was modified "
-                           f"after it was saved (tampered or corrupt); refusing to load it")
-    try:
-        card = json.loads(files[CARD])
-    except ValueError:
-        raise SpineAIError(f"{source}: {CARD} is not valid JSON") from None
-    engine = card.get("engine_version", "0")
-    if parse_version(engine) > parse_version(spineai.__version__):
-        raise SpineAIError(f"{source} was made by SpineAI {engine}, newer than this engine ({spineai.__version__}); "
-                           f"update SpineAI to use it")
+    card = verify_files(files, source, ALLOWED_FILES)
     arrays = st_load(files[WEIGHTS]) if WEIGHTS in files else {}
     try:
         model = FittedModel.from_parts(card["model"], arrays, files.get(BOOSTER))
@@ -305,15 +191,5 @@ def load_bundle(path_or_id: str | os.PathLike, registry=None) -> ModelBundle:
     Every file is checked against the manifest's sha256; a registry entry's sha256 is checked
     against the zip file (or the manifest of a folder) before that.
     """
-    p = Path(path_or_id)
-    if p.exists():
-        return bundle_from_files(_read_files(p), str(p))
-    from spineai.models import registry as reg
-
-    entry_path, expected = reg.resolve(str(path_or_id), registry)
-    files = _read_files(entry_path)
-    actual = sha256_file(entry_path) if entry_path.is_file() else sha256_bytes(files.get(MANIFEST, b""))
-    if expected and actual != expected:
-        raise SpineAIError(f"model {path_or_id!r} at {entry_path}: sha256 {actual} does not match the registry's "
-                           f"{expected} (tampered or corrupt)")
-    return bundle_from_files(files, str(entry_path))
+    files, source, _pinned = read_bundle(path_or_id, registry)
+    return bundle_from_files(files, source)
