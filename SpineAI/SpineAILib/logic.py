@@ -124,6 +124,8 @@ def registry_entries(registry) -> list[tuple[str, str]]:
     """(id@version, label) for each model ``spineai.models.registry.list_models()`` knows."""
     out = []
     for e in registry.list_models():
+        if e.get("task", "classification") != "classification":  # e.g. the click-segmentation model
+            continue
         label = f"{e['id']} {e['version']}"
         if e.get("demonstration"):
             label += " (demonstration)"

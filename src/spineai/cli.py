@@ -26,20 +26,52 @@ def _triple(text: str) -> tuple[float, float, float]:
 
 
 def cmd_segment(args) -> int:
+    import time
+
     from spineai.image import read_volume, seed_to_index, write_volume, check_output_path
     from spineai.segment import segment
 
     check_output_path(args.out, args.overwrite)  # refuse before any work
     image = read_volume(args.image)
-    seed = seed_to_index(image, args.seed, "ijk" if args.ijk else "ras")
+    space = "ijk" if args.ijk else "ras"
+    seed = seed_to_index(image, args.seed, space)
+    adds = [seed_to_index(image, p, space) for p in args.add_point]
+    removes = [seed_to_index(image, p, space) for p in args.remove_point]
     within = read_volume(args.within) if args.within else None
     if args.within_label is not None and within is None:
         raise SpineAIError("--within-label needs --within LABELMAP")
-    mask = segment(image, seed, mode=args.mode, within=within, within_label=args.within_label)
+    details: dict = {}
+    start = time.perf_counter()
+    mask = segment(image, seed, mode=args.mode, within=within, within_label=args.within_label, method=args.method,
+                   add_points=adds, remove_points=removes, device=args.device, model=args.model, details=details)
+    seconds = time.perf_counter() - start
     write_volume(mask, args.out, overwrite=args.overwrite)
     n = int(mask.array.sum())
     ml = n * image.spacing[0] * image.spacing[1] * image.spacing[2] / 1000.0
+    how = details["method"] + (f" ({details['model']} on {details['device']})" if details.get("device") else "")
     print(f"{args.mode} mask: {n} voxels, {ml:.2f} mL, seed voxel (i, j, k) = {seed} -> {args.out}")
+    print(f"method: {how}, {seconds:.2f} s" + ("" if args.method != "auto" else f" [auto: {details['method_reason']}]"))
+    return 0
+
+
+def cmd_train_segmentation(args) -> int:
+    from spineai.progress import TextProgress
+    from spineai.segment.body_training import train_and_bundle
+
+    summary = train_and_bundle(args.data, args.out, steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr,
+                               max_minutes=args.max_minutes, device=args.device, resume=not args.restart,
+                               progress=TextProgress("train"), command="spineai " + " ".join(sys.argv[1:]))
+    if summary["stopped"] == "paused":
+        print(f"paused at step {summary['steps']} (--max-minutes): run the same command again to continue")
+        return 0
+    print(f"{summary['stopped']} at step {summary['steps']} (best {summary['best_step']}); bundle -> {summary['bundle']}")
+    for line in summary.get("report", []):
+        print(line)
+    if args.ship:
+        from spineai.segment.body_training import ship_bundle
+
+        entry = ship_bundle(summary["bundle"])
+        print(f"shipped {entry['id']} {entry['version']} -> resources/models/{entry['url']} (sha256 {entry['sha256'][:12]}...)")
     return 0
 
 
@@ -85,8 +117,10 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from spineai.deep.device import DEVICE_CHOICES
     from spineai.radiomics import DEFAULT_PARAMETER_SET
-    from spineai.segment import SEGMENTATION_MODES
+    from spineai.segment import METHODS, SEGMENTATION_MODES
+    from spineai.segment.body_training import TRAIN_DEFAULTS
 
     parser = argparse.ArgumentParser(
         prog="spineai",
@@ -107,9 +141,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label map (e.g. TotalSegmentator vertebrae) that bounds the result; same geometry")
     p.add_argument("--within-label", type=int, metavar="N",
                    help="label of --within to stay inside (default: the label under the seed)")
+    p.add_argument("--method", choices=METHODS, default="auto",
+                   help="vertebral bodies: learned 3D U-Net (deep), level set (classic), or deep when torch and "
+                        "its model are available (auto, default); lesions are always classic")
+    p.add_argument("--add-point", type=_triple, action="append", default=[], metavar="X,Y,Z",
+                   help="corrective click inside the body that the mask missed (deep; repeatable)")
+    p.add_argument("--remove-point", type=_triple, action="append", default=[], metavar="X,Y,Z",
+                   help="corrective click outside the body that the mask took in (deep; repeatable)")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default=None,
+                   help="where the learned model runs: auto (CUDA when present, default), cpu, cuda")
+    p.add_argument("--model", default=None, help="click-segmentation bundle (path or registry id; default the shipped one)")
     p.add_argument("--out", required=True, help="mask file to write (same geometry as the image)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("train-segmentation", help="train the learned vertebral-body click model",
+                       description="Train (or resume) the click-prompted vertebral-body U-Net on folders of "
+                                   "CASE_img.nii.gz + CASE_bodies.nii.gz, validate it on held-out cases and write "
+                                   "a model bundle with its card, training log and overlay pictures.")
+    p.add_argument("data", help="folder of CASE_img.nii.gz / CASE_bodies.nii.gz pairs (e.g. spine-mr-bodies)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint, log, pictures, and the bundle in OUT/model")
+    for name, value in TRAIN_DEFAULTS.items():
+        if name in ("val_every", "patience"):
+            continue
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop at a checkpoint after this long; the same command resumes")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--ship", action="store_true",
+                   help="maintainers: copy the bundle into the package and pin its sha256 in the bundled registry")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default=None)
+    p.set_defaults(func=cmd_train_segmentation)
 
     p = sub.add_parser("features", help="extract the 31 radiomic features of a masked lesion")
     p.add_argument("image")
@@ -148,12 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _join_negative_seed(argv: list[str]) -> list[str]:
     # argparse reads "--seed -10,5,3" as two options; accept it as a user would type it.
-    out = list(argv)
-    for n, arg in enumerate(out[:-1]):
-        if arg == "--seed" and out[n + 1].startswith("-"):
-            out[n : n + 2] = [f"--seed={out[n + 1]}"]
-            break
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in _POINT_OPTIONS and arg[:1] == "-" and arg[1:2] in tuple("0123456789."):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
     return out
+
+
+_POINT_OPTIONS = ("--seed", "--add-point", "--remove-point")
 
 
 def main(argv: list[str] | None = None) -> int:

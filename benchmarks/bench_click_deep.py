@@ -1,0 +1,89 @@
+"""One click on a 1 mm lumbar MR: learned body segmentation, split by stage, beside the classic method.
+
+    SPINEAI_TEST_DATA=../shared/data python benchmarks/bench_click_deep.py [--repeats 7] [--device cpu|cuda]
+
+Reads a validation case of the shipped model (one it never trained on) from
+SPINEAI_TEST_DATA/spine-mr-bodies, then times N clicks at the centre of each of its vertebral bodies:
+``spineai.segment.segment(image, seed, 'vertebral-body', method='deep')`` with its stages (resample
+the patch + guidance, network, back-projection onto the image's grid + clean-up), and the baseline,
+``method='classic'`` (the level set), on the same clicks, in the same process. The first call of each
+is an untimed warm-up (model loading, the first network call). Prints the medians, the ratio deep /
+classic, and the Dice of each to the reference body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
+
+from spineai.deep.bundle import load_torch_bundle  # noqa: E402
+from spineai.image import dice  # noqa: E402
+from spineai.segment import segment  # noqa: E402
+from spineai.segment.body_training import innermost_voxel  # noqa: E402
+from spineai.segment.deep import DEFAULT_MODEL  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--device", default=None, help="auto (default), cpu or cuda")
+    ap.add_argument("--case", default=None, help="case name (default: the first validation case of the model)")
+    args = ap.parse_args(argv)
+    root = os.environ.get("SPINEAI_TEST_DATA")
+    if not root:
+        sys.exit("set SPINEAI_TEST_DATA to the shared data folder (../shared/data)")
+    import torch
+
+    from spineai.image import read_volume
+
+    card = load_torch_bundle(DEFAULT_MODEL).card
+    case = args.case or card["training"]["validation_cases"][0]
+    folder = Path(root, "spine-mr-bodies")
+    image = read_volume(folder / f"{case}_img.nii.gz")
+    labels = read_volume(folder / f"{case}_bodies.nii.gz").array
+    print(f"case {case} (validation: never trained on), {image.size_ijk} voxels of {image.spacing} mm, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+    bodies = [int(v) for v in np.unique(labels) if v]
+    clicks = {b: innermost_voxel(labels == b) for b in bodies}
+    segment(image, clicks[bodies[0]], "vertebral-body", method="deep", device=args.device)  # warm-up
+    segment(image, clicks[bodies[0]], "vertebral-body", method="classic")
+    stages, deep_t, classic_t, d_dice, c_dice = {}, [], [], [], []
+    device = "?"
+    for _ in range(args.repeats):
+        for b in bodies:
+            details: dict = {}
+            t0 = time.perf_counter()
+            m = segment(image, clicks[b], "vertebral-body", method="deep", device=args.device, details=details)
+            deep_t.append(time.perf_counter() - t0)
+            device = details["device"]
+            for k, v in details["timings"].items():
+                stages.setdefault(k, []).append(v)
+            t0 = time.perf_counter()
+            c = segment(image, clicks[b], "vertebral-body", method="classic")
+            classic_t.append(time.perf_counter() - t0)
+            if len(d_dice) < len(bodies):
+                d_dice.append(dice(m.array, labels == b))
+                c_dice.append(dice(c.array, labels == b))
+    med = statistics.median
+    print(f"device: {device}; {len(deep_t)} clicks ({len(bodies)} bodies x {args.repeats})")
+    print("stage              median s")
+    for k, v in stages.items():
+        print(f"  {k:16s} {med(v):.3f}")
+    print(f"deep click total   {med(deep_t):.3f} s (max {max(deep_t):.3f}); target <= 1 s on this CPU")
+    print(f"baseline classic   {med(classic_t):.3f} s  -> deep / classic = {med(deep_t) / med(classic_t):.2f}")
+    print(f"Dice to the body   deep {np.mean(d_dice):.3f} (min {min(d_dice):.3f}), classic {np.mean(c_dice):.3f} "
+          f"(min {min(c_dice):.3f})")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

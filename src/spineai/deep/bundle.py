@@ -1,0 +1,88 @@
+"""Torch model bundles: the card names the network (a MONAI class from an allow-list, and its
+arguments) and the preprocessing; the weights are safetensors. Loading builds the network from the
+card and fills it with the weights: nothing in a bundle is ever executed or unpickled."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from spineai.bundlefile import WEIGHTS, pack_files, read_bundle, sha256_bytes, verify_files, write_files, MANIFEST
+from spineai.errors import SpineAIError
+
+# The only classes a card may name. A new architecture is added here, in code, on purpose.
+NETWORKS = {
+    "monai.networks.nets.UNet": ("monai.networks.nets", "UNet"),
+    "monai.networks.nets.BasicUNet": ("monai.networks.nets", "BasicUNet"),
+    "monai.networks.nets.DynUNet": ("monai.networks.nets", "DynUNet"),
+    "monai.networks.nets.ResNet": ("monai.networks.nets", "ResNet"),
+    "monai.networks.nets.DenseNet121": ("monai.networks.nets", "DenseNet121"),
+    "monai.networks.nets.EfficientNetBN": ("monai.networks.nets", "EfficientNetBN"),
+}
+
+
+def build_network(spec: dict):
+    """A network from ``{"class": ..., "args": {...}}`` (the card's ``network`` entry)."""
+    import importlib
+
+    try:
+        name, args = spec["class"], dict(spec.get("args", {}))
+    except (KeyError, TypeError):
+        raise SpineAIError("the model card's 'network' entry needs a 'class' and 'args'") from None
+    if name not in NETWORKS:
+        raise SpineAIError(f"the model card names network class {name!r}, which SpineAI does not build "
+                           f"(known: {', '.join(sorted(NETWORKS))})")
+    module, attr = NETWORKS[name]
+    cls = getattr(importlib.import_module(module), attr)
+    try:
+        return cls(**args)
+    except TypeError as exc:
+        raise SpineAIError(f"the model card's arguments for {name} do not fit it: {exc}") from None
+
+
+@dataclass
+class TorchBundle:
+    card: dict
+    network: object  # torch.nn.Module, in eval mode
+    source: str
+    sha256: str
+    pinned: bool  # True when a registry entry pinned the bundle's sha256
+
+    @property
+    def is_demonstration(self) -> bool:
+        return bool(self.card.get("demonstration"))
+
+
+def save_torch_bundle(card: dict, network, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    from safetensors.torch import save as st_save
+
+    if "network" not in card:
+        raise SpineAIError("a torch bundle's card needs its 'network' entry (class and args)")
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    return write_files(pack_files(card, {WEIGHTS: st_save(state)}), path, overwrite)
+
+
+def load_torch_bundle(path_or_id: str | os.PathLike, task: str | None = None, registry=None) -> TorchBundle:
+    """Load, verify (manifest, registry pin), build the network from the card and load its weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
+    files, source, pinned = read_bundle(path_or_id, registry)
+    card = verify_files(files, source, {WEIGHTS})
+    if task is not None and card.get("task") != task:
+        raise SpineAIError(f"{source} is a {card.get('task')!r} model, not a {task!r} model")
+    if WEIGHTS not in files:
+        raise SpineAIError(f"{source}: the bundle has no {WEIGHTS}")
+    network = build_network(card.get("network"))
+    try:
+        state = st_load(files[WEIGHTS])
+    except (SafetensorError, ValueError) as exc:
+        raise SpineAIError(f"{source}: {WEIGHTS} is unreadable ({exc})") from None
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise SpineAIError(f"{source}: the weights do not fit the network the card describes: "
+                           f"{str(exc).splitlines()[0]}") from None
+    network.eval()
+    return TorchBundle(card, network, source, sha256_bytes(files[MANIFEST]), pinned is not None)
