@@ -326,6 +326,34 @@ def _corrective_click(mask: np.ndarray, truth: np.ndarray, spacing_kji):
     return best[1], (int(i), int(j), int(k))
 
 
+def choose_postprocessing(segmenter, cases: Sequence[Case], thresholds=(0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)) -> dict:
+    """The probability threshold, with or without left-right mirror averaging (only for a gain of 0.005
+    or more), that gives the best mean Dice for centre clicks on ``cases`` (training cases: the validation cases stay unseen). The
+    network's map is a 1.5 mm map sampled at 1 mm and finer, so 0.5 need not be where the reference
+    masks' surface lies."""
+    from spineai.segment.deep import mask_from_probability
+
+    scores = {}
+    for flip in (False, True):
+        segmenter.flip_average = flip
+        for case in cases:
+            for body in case.bodies:
+                truth = case.labels.array == body.label
+                click = tuple(int(v) for v in body.centre_ijk)
+                values, box, _ = segmenter.probability(case.image, click)
+                for t in thresholds:
+                    m = mask_from_probability(values, box, truth.shape, t, click).astype(bool)
+                    scores.setdefault((flip, t), []).append(_dice_precision(m, truth)[0])
+    means = {k: float(np.mean(v)) for k, v in scores.items()}
+    best_single = max((k for k in means if not k[0]), key=means.get)
+    best_flip = max((k for k in means if k[0]), key=means.get)
+    # Mirror averaging costs 1.6x the network's time: only worth it for a clear gain.
+    flip, threshold = best_flip if means[best_flip] >= means[best_single] + 0.005 else best_single
+    segmenter.flip_average, segmenter.threshold = flip, threshold
+    return {"threshold": threshold, "flip_average": flip, "chosen_on": [c.name for c in cases],
+            "mean_dice": {f"{'mirror-averaged' if f else 'single'} {t}": round(v, 4) for (f, t), v in means.items()}}
+
+
 def evaluate_clicks(segmenter, cases: Sequence[Case], jitter_clicks: int = 3, seed: int = 7, classic: bool = True,
                     overlay_dir: Path | None = None, progress=None) -> list[dict]:
     """Every body of every case: the centre click and ``jitter_clicks`` clicks anywhere in its inner
@@ -455,7 +483,7 @@ def _git_commit() -> str:
     return head + (" (with uncommitted changes)" if dirty else "")
 
 
-def body_card(summary: dict, metrics: dict | None = None) -> dict:
+def body_card(summary: dict, metrics: dict | None = None, threshold: float = 0.5, flip_average: bool = False) -> dict:
     import platform
 
     import spineai
@@ -469,7 +497,9 @@ def body_card(summary: dict, metrics: dict | None = None) -> dict:
         "preprocessing": {"spacing_mm": SPACING_MM, "patch_shape": list(PATCH_SHAPE), "patch_axes": "LPS (x L, y P, z S)",
                           "patch_centre": "the first click", "percentiles": [1.0, 99.0],
                           "guidance": "channel 2: Gaussian blobs at the click and add clicks; channel 3: at remove clicks",
-                          "guidance_sigma_vox": GUIDANCE_SIGMA_VOX, "threshold": 0.5},
+                          "guidance_sigma_vox": GUIDANCE_SIGMA_VOX, "threshold": threshold, "flip_average": flip_average,
+                          "postprocessing_rule": "threshold and mirror averaging with the best mean Dice of centre "
+                                                 "clicks on every 6th training case"},
         "training": {
             "data": "spine-mr-bodies: 63 real lumbar MR volumes, every vertebral body labelled, 1 mm isotropic",
             "citations": DATA_CITATIONS, "split": "by case, seeded",
@@ -513,6 +543,7 @@ def train_and_bundle(data: str | Path, out: str | Path, progress=None, command: 
     bundle_path = out / "model"
     save_torch_bundle(body_card(summary), network, bundle_path, overwrite=True)
     segmenter = ClickSegmenter(str(bundle_path), train_args.get("device"))
+    tuning = choose_postprocessing(segmenter, [load_case(Path(data), name) for name in summary["train_cases"][::6]])
     cases = [load_case(Path(data), name) for name in summary["validation_cases"]]
     rows = evaluate_clicks(segmenter, cases, overlay_dir=out / "overlays", progress=progress)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("case", "body", "click"), k))
@@ -521,8 +552,9 @@ def train_and_bundle(data: str | Path, out: str | Path, progress=None, command: 
         writer.writeheader()
         writer.writerows(rows)
     metrics = {"validation": {"cases": len(cases), "bodies": sum(len(c.bodies) for c in cases), **summarise(rows)},
-               "validation_patch_dice_best": round(summary["best_val_patch_dice"], 4)}
-    save_torch_bundle(body_card(summary, metrics), network, bundle_path, overwrite=True)
+               "validation_patch_dice_best": round(summary["best_val_patch_dice"], 4), "postprocessing_choice": tuning}
+    save_torch_bundle(body_card(summary, metrics, tuning["threshold"], tuning["flip_average"]), network, bundle_path,
+                      overwrite=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     lines = [f"{k}: {v}" for k, v in metrics["validation"].items()]
     return {**summary, "bundle": str(bundle_path), "metrics": metrics, "report": lines}

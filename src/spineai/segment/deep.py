@@ -51,6 +51,9 @@ class ClickSegmenter:
         self.sigma = float(pre["guidance_sigma_vox"])
         self.percentiles = tuple(float(q) for q in pre.get("percentiles", (1.0, 99.0)))
         self.threshold = float(pre.get("threshold", 0.5))
+        # Average with the left-right mirrored patch (the spine is nearly symmetric): steadier
+        # borders for about 1.6x the network's time.
+        self.flip_average = bool(pre.get("flip_average", False))
 
     @property
     def name(self) -> str:
@@ -60,11 +63,12 @@ class ClickSegmenter:
         """The network's (3, nz, ny, nx) input for a patch grid: image, add guidance, remove guidance."""
         return model_input(image, grid, add_lps, remove_lps, self.sigma, self.percentiles)
 
-    def segment(self, image: Volume, seed_ijk: Sequence[int], add_ijk: Sequence = (), remove_ijk: Sequence = (),
-                allowed: np.ndarray | None = None) -> DeepResult:
+    def probability(self, image: Volume, seed_ijk: Sequence[int], add_ijk: Sequence = (), remove_ijk: Sequence = ()):
+        """The network's probability map for a click, on the image's own voxels: (values, box, seconds),
+        ``values`` for the box of voxels the patch covers (``image.array[box]``)."""
         import torch
 
-        from spineai.deep.device import autocast, describe
+        from spineai.deep.device import autocast
         from spineai.deep.patches import PatchGrid, patch_to_volume
 
         t0 = time.perf_counter()
@@ -74,34 +78,52 @@ class ClickSegmenter:
         grid = PatchGrid(tuple(seed_lps), self.shape, self.spacing)
         x = self.inputs(image, grid, [seed_lps] + [to_lps(p) for p in add_ijk], [to_lps(p) for p in remove_ijk])
         t1 = time.perf_counter()
+        batch = torch.stack([x, x.flip(-1)]) if self.flip_average else x[None]
         with torch.inference_mode(), autocast(self.device):
-            logits = self.network(x[None].to(self.device))[0, 0]
-        prob = torch.sigmoid(logits.float()).cpu()
+            prob = torch.sigmoid(self.network(batch.to(self.device))[:, 0].float()).cpu()
+        prob = (prob[0] + prob[1].flip(-1)) / 2 if self.flip_average else prob[0]
         t2 = time.perf_counter()
         values, box = patch_to_volume(prob, grid, image)
-        # Clean-up within the patch's box only: the cost does not grow with the image.
-        lo = np.array([s.start for s in box])  # k, j, i
-        local = lambda p: tuple(int(round(c)) - o for c, o in zip(p[::-1], lo))  # noqa: E731
-        sub = (values >= self.threshold).astype(np.uint8)
-        if allowed is not None:
-            sub &= allowed[box].astype(np.uint8)
-        for p in remove_ijk:  # a remove click is never inside the result
-            kji = local(p)
-            if all(0 <= c < n for c, n in zip(kji, sub.shape)):
-                sub[kji] = 0
-        inside = [p for p in [seed_ijk, *add_ijk] if all(0 <= c < n for c, n in zip(local(p), sub.shape))]
-        sub = _component_at(sub, [tuple(np.array(local(p))[::-1]) for p in inside])
-        mask = np.zeros(image.array.shape, np.uint8)
-        mask[box] = sub
-        t3 = time.perf_counter()
+        return values, box, {"resample": t1 - t0, "network": t2 - t1, "back-project": time.perf_counter() - t2}
+
+    def segment(self, image: Volume, seed_ijk: Sequence[int], add_ijk: Sequence = (), remove_ijk: Sequence = (),
+                allowed: np.ndarray | None = None, threshold: float | None = None) -> DeepResult:
+        from spineai.deep.device import describe
+
+        t0 = time.perf_counter()
+        values, box, seconds = self.probability(image, seed_ijk, add_ijk, remove_ijk)
+        t1 = time.perf_counter()
+        mask = mask_from_probability(values, box, image.array.shape, self.threshold if threshold is None else threshold,
+                                     seed_ijk, add_ijk, remove_ijk, allowed)
         if not mask.any():
             raise SpineAIError(
                 "the learned model found no vertebral body at this click (probability "
-                f"{float(prob.max()):.2f} at most): click inside a vertebral body, or use --method classic")
-        return DeepResult(
-            Volume(mask, image.spacing, image.origin, image.direction), float(prob.max()),
-            {"resample": t1 - t0, "network": t2 - t1, "back-project": t3 - t2, "total": t3 - t0},
-            describe(self.device), self.name)
+                f"{float(values.max()) if values.size else 0.0:.2f} at most): click inside a vertebral body, "
+                "or use --method classic")
+        seconds["back-project"] += time.perf_counter() - t1
+        seconds["total"] = time.perf_counter() - t0
+        return DeepResult(Volume(mask, image.spacing, image.origin, image.direction),
+                          float(values.max()) if values.size else 0.0, seconds, describe(self.device), self.name)
+
+
+def mask_from_probability(values: np.ndarray, box, shape, threshold: float, seed_ijk, add_ijk=(), remove_ijk=(),
+                          allowed: np.ndarray | None = None) -> np.ndarray:
+    """Threshold, keep out of ``allowed``'s complement and off the remove clicks, and keep the parts
+    that hold the clicks. Works within the patch's box only: the cost does not grow with the image."""
+    lo = np.array([s.start for s in box])  # k, j, i
+    local = lambda p: tuple(int(round(c)) - o for c, o in zip(p[::-1], lo))  # noqa: E731
+    sub = (values >= threshold).astype(np.uint8)
+    if allowed is not None:
+        sub &= allowed[box].astype(np.uint8)
+    for p in remove_ijk:  # a remove click is never inside the result
+        kji = local(p)
+        if all(0 <= c < n for c, n in zip(kji, sub.shape)):
+            sub[kji] = 0
+    inside = [p for p in [seed_ijk, *add_ijk] if all(0 <= c < n for c, n in zip(local(p), sub.shape))]
+    sub = _component_at(sub, [tuple(np.array(local(p))[::-1]) for p in inside])
+    mask = np.zeros(shape, np.uint8)
+    mask[box] = sub
+    return mask
 
 
 def model_input(image: Volume, grid, add_lps, remove_lps, sigma: float, percentiles=(1.0, 99.0), raw=None):
