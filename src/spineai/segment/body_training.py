@@ -546,7 +546,8 @@ def train_and_bundle(data: str | Path, out: str | Path, progress=None, command: 
     tuning = choose_postprocessing(segmenter, [load_case(Path(data), name) for name in summary["train_cases"][::6]])
     cases = [load_case(Path(data), name) for name in summary["validation_cases"]]
     rows = evaluate_clicks(segmenter, cases, overlay_dir=out / "overlays", progress=progress)
-    keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("case", "body", "click"), k))
+    first = ["case", "body", "click"]
+    keys = first + sorted({k for r in rows for k in r} - set(first))
     with open(out / "validation_clicks.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
@@ -560,21 +561,21 @@ def train_and_bundle(data: str | Path, out: str | Path, progress=None, command: 
     return {**summary, "bundle": str(bundle_path), "metrics": metrics, "report": lines}
 
 
-def ship_bundle(bundle: str | Path) -> dict:
+def ship_bundle(bundle: str | Path, models_dir: Path | None = None, registry: Path | None = None) -> dict:
     """Copy a trained bundle into the package (``resources/models/ID-VERSION.zip``) and pin its sha256
     in the bundled registry: what ``spineai train-segmentation --ship`` does after training."""
     from spineai.bundlefile import read_files, sha256_file, verify_files, write_files, WEIGHTS
     from spineai.models.build_bundled import write_registry
-    from spineai.models.registry import BUNDLED_DIR
+    from spineai.models.registry import BUNDLED_DIR, BUNDLED_REGISTRY
 
     files = read_files(Path(bundle))
     card = verify_files(files, str(bundle), {WEIGHTS})
-    target = write_files(files, BUNDLED_DIR / f"{card['id']}-{card['version']}.zip", overwrite=True)
+    target = write_files(files, Path(models_dir or BUNDLED_DIR) / f"{card['id']}-{card['version']}.zip", overwrite=True)
     v = card.get("metrics", {}).get("validation", {})
     entry = {"id": card["id"], "version": card["version"], "task": card["task"], "url": target.name,
              "sha256": sha256_file(target), "demonstration": card["demonstration"],
              "description": f"Learned vertebral-body click segmentation (3D U-Net) on MR; validation Dice "
                             f"{v.get('deep_centre', {}).get('mean_dice', '?')} (centre click, {v.get('cases', '?')} unseen cases).",
              "engine_version": card["engine_version"]}
-    write_registry([entry])
+    write_registry([entry], Path(registry or BUNDLED_REGISTRY))
     return entry
