@@ -192,7 +192,8 @@ class ProcessJob(Job):
         return self.status
 
     def cancel(self) -> None:
-        if self._process.poll() is None or self.worker_pid is not None:
+        # The worker holds the pipe open while it runs, even after a launcher has ended.
+        if self._process.poll() is None or self._reader.is_alive():
             self._kill()
         self.status.cancelled = True
         self.status.finished = True
