@@ -32,6 +32,12 @@ if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed `slicer` package is not slicer-core (another package overwrote it)", allow_module_level=True)
 
 
+# What Slicer's Segmentations module registers at start-up: binary labelmap <-> closed surface.
+_converters = slicer.vtkSegmentationConverterFactory.GetInstance()
+_converters.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+_converters.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
+
+
 @pytest.fixture
 def scene():
     """A fresh MRML scene, also set as ``slicer.mrmlScene`` (what the module classes read in Slicer)."""
