@@ -189,16 +189,20 @@ class SpineAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from SpineAICommon.dependencies import slicer_dependency_installer
 
         if self._installer is None:
-            self._installer = slicer_dependency_installer(
-                progress=lambda done, total, message="": self._showProgress(done, total, message))
+            self._installer = slicer_dependency_installer(progress=self._showInstallProgress)
         with slicer.util.WaitCursor():
             self._installer.ensure(*tasks)
 
+    def _showInstallProgress(self, done, total, message=""):
+        self._showProgress(done, total, message)
+        slicer.app.processEvents()  # pip runs on this thread: repaint between packages
+
     def _showProgress(self, done, total, message):
+        # No processEvents here: _poll calls this from a timer, and processEvents would deliver the
+        # next timeout inside the current one (re-entering _poll).
         self.ui.progressBar.maximum = max(int(total), 1)
         self.ui.progressBar.value = int(done)
         self.ui.progressBar.format = message or "%p%"
-        slicer.app.processEvents()
 
     # ---- actions -----------------------------------------------------------------------------
     def _start(self, starter, tasks):

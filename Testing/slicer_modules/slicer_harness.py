@@ -19,7 +19,9 @@ wrapper with its serializers, validators and GUI connectors, and SampleData run 
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import sys
 import types
 import xml.etree.ElementTree as ET
@@ -60,15 +62,34 @@ class Signal:
 
     def emit(self, *args):
         for slot in list(self.slots):
-            slot(*args)
+            call_slot(slot, args)
+
+
+def call_slot(slot, args):
+    """Call ``slot`` with as many of the signal's arguments as it takes, as PythonQt does."""
+    try:
+        parameters = inspect.signature(slot).parameters.values()
+    except (TypeError, ValueError):
+        return slot(*args)
+    if any(p.kind == p.VAR_POSITIONAL for p in parameters):
+        return slot(*args)
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return slot(*args[:len(positional)])
+
+
+class _QtName(str):
+    """A class-level Qt name: an enum value (qt.Qt.WaitCursor) or a static call that does nothing
+    here (qt.QApplication.setOverrideCursor(...))."""
+
+    def __call__(self, *args, **kwargs):
+        return None
 
 
 class _QtMeta(type):
-    # Enum-like class constants (qt.Qt.WaitCursor, qt.QSizePolicy.Expanding...): any name is a value.
     def __getattr__(cls, name):
         if name.startswith("_"):
             raise AttributeError(name)
-        return name
+        return _QtName(name)
 
 
 class FakeWidget(metaclass=_QtMeta):
@@ -103,7 +124,7 @@ class FakeWidget(metaclass=_QtMeta):
     def emit(self, signal, *args):
         """What a user action does: call the string-connected slots and the signal's slots."""
         for slot in list(self._connections.get(signal, [])):
-            slot(*args)
+            call_slot(slot, args)
         if signal in self._signals:
             self._signals[signal].emit(*args)
 
@@ -141,6 +162,16 @@ class FakeWidget(metaclass=_QtMeta):
 
     def setPlaceMultipleMarkups(self, mode):
         self.placeMultipleMarkups = mode
+
+    # spin boxes / sliders
+    def setRange(self, minimum, maximum):
+        self.minimum, self.maximum = minimum, maximum
+
+    def setMinimum(self, minimum):
+        self.minimum = minimum
+
+    def setMaximum(self, maximum):
+        self.maximum = maximum
 
     # combo boxes
     def clear(self):
@@ -184,7 +215,8 @@ class FakeTimer(FakeWidget):
         return self.active
 
     def fire(self):
-        self.emit("timeout")
+        if self.active:  # a stopped QTimer delivers nothing
+            self.emit("timeout")
 
     @staticmethod
     def singleShot(msec, slot):
@@ -243,6 +275,9 @@ class FakeApplication(FakeWidget):
     def moduleManager(self):
         return self._moduleManager
 
+    def topLevelWidgets(self):
+        return []  # no main window: status-bar messages and dialogs have nowhere to go
+
 
 # ---- loading ---------------------------------------------------------------------------------
 
@@ -269,7 +304,11 @@ def install() -> Path:
     sys.modules["slicer.i18n"] = i18n
     slicer.i18n = i18n
     qt = sys.modules["qt"]
-    for widget_class in ("qMRMLWidget", "qMRMLNodeComboBox", "qSlicerMarkupsPlaceWidget", "qSlicerWidget"):
+    # Slicer's Qt widget classes (slicer.qMRML*, slicer.qSlicer*) that the framework and our .ui
+    # files name: stand-ins like every other Qt class.
+    sources = [*folder.rglob("*.py"), *ROOT.glob("SpineAI*/Resources/UI/*.ui"), *ROOT.glob("SpineAI*/SpineAI*.py")]
+    names = {m for path in sources for m in re.findall(r"\b(?:slicer\.|class=\")(q(?:MRML|Slicer)\w+)", path.read_text(errors="replace"))}
+    for widget_class in sorted(names):
         if not hasattr(slicer, widget_class):
             setattr(slicer, widget_class, getattr(qt, widget_class))
     slicer.app = FakeApplication()
