@@ -4,6 +4,7 @@ from their extensions, a package per platform that has wheels there, a dialog fo
 from __future__ import annotations
 
 import subprocess
+import sys
 import types
 
 import pytest
@@ -147,3 +148,25 @@ def test_device_choice_honours_forced_cpu():
     assert choose_device(True, gpu) == "cpu"
     assert choose_device(False, none) == "cpu"
     assert choose_device(False, broken) == "cpu"
+
+
+def test_the_wheel_check_covers_what_each_platform_installs(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "check_wheels.py"
+    spec = importlib.util.spec_from_file_location("check_wheels", path)
+    check_wheels = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "check_wheels", check_wheels)  # dataclasses look their module up
+    spec.loader.exec_module(check_wheels)
+    todo = check_wheels.checks()
+    assert {(c.platform, c.python) for c in todo} == {
+        (p, v) for p in ("win_amd64", "macosx_arm64", "macosx_x86_64", "manylinux_x86_64") for v in ("3.9", "3.12")}
+    installed = {(c.platform, c.requirement) for c in todo if c.installed_by_spineai}
+    for platform, (sys_platform, _) in check_wheels.PLATFORMS.items():
+        expected = {r.pip for reqs in requirements(sys_platform).values() for r in reqs
+                    if r.pip and r.module not in ("SimpleITK", "scipy")}
+        assert {r for p, r in installed if p == platform} == expected
+    assert ("macosx_arm64", "xgboost>=2.1") in installed and ("win_amd64", "xgboost-cpu>=2.1") in installed
+    record = {(c.platform, c.requirement) for c in todo if not c.installed_by_spineai}
+    assert ("macosx_x86_64", "xgboost-cpu>=2.1") in record and ("manylinux_x86_64", "pyradiomics-bhklab>=3.1.4") in record
