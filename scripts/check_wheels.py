@@ -29,13 +29,15 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "SpineAI")]
 
 from SpineAICommon.dependencies import requirements  # noqa: E402
 
-# pip --platform tags: pip also accepts older compatible tags (older macOS, older manylinux).
-# Slicer 5.6 to 5.10 run on Windows 10+, macOS 12+ and Linux with glibc 2.28+ (AlmaLinux 8).
+# pip --platform tags. Slicer 5.6 to 5.10 run on Windows 10+, macOS 12+ and Linux with glibc 2.28+
+# (AlmaLinux 8). pip itself adds older macOS tags, but not older manylinux ones: those are listed.
+MANYLINUX = [f"manylinux_2_{minor}_x86_64" for minor in range(28, 16, -1)] + [
+    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
 PLATFORMS = {
     "win_amd64": ("win32", ["win_amd64"]),
     "macosx_arm64": ("darwin", ["macosx_12_0_arm64"]),
     "macosx_x86_64": ("darwin", ["macosx_12_0_x86_64"]),
-    "manylinux_x86_64": ("linux", ["manylinux_2_28_x86_64"]),
+    "manylinux_x86_64": ("linux", MANYLINUX),
 }
 PYTHONS = ("3.9", "3.12")
 SHIPPED_WITH_SLICER = {"numpy", "scipy", "SimpleITK"}
@@ -89,8 +91,9 @@ def download(check: Check, folder: str) -> tuple[bool, str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="print what would be checked and stop")
+    parser.add_argument("--platform", choices=sorted(PLATFORMS), action="append", help="only these platforms")
     args = parser.parse_args(argv)
-    todo = checks()
+    todo = [c for c in checks() if not args.platform or c.platform in args.platform]
     if args.list:
         for c in todo:
             print(c.platform, c.python, c.requirement, "" if c.installed_by_spineai else "(for the record)")
