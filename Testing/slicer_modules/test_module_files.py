@@ -24,6 +24,14 @@ DEFAULTS = {
 }
 
 
+def test_without_the_harness_the_tests_say_where_it_goes(monkeypatch, tmp_path):
+    import slicer_harness
+
+    monkeypatch.setenv(slicer_harness.HARNESS_VARIABLE, str(tmp_path / "nowhere"))
+    assert slicer_harness.harness_folder() is None
+    assert slicer_harness.missing_reason().startswith("Slicer's framework files are absent: set SPINEAI_SLICER_HARNESS")
+
+
 def test_the_framework_is_slicers_own(module_files, slicer_framework):
     module_files("SpineAILumbar")
     for name in ("slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper"):

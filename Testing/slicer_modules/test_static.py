@@ -172,7 +172,7 @@ def test_lib_packages_import_nothing_heavy():
         "import SpineAICommon.mrml, SpineAICommon.jobs, SpineAICommon.dependencies, SpineAICommon.worker\n"
         "import SpineAIRadiomicsLib.logic, SpineAIRadiomicsLib.compute, SpineAILumbarLib.logic, SpineAILib.logic\n"
         "print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
-    ).format(paths=[str(ROOT), *(str(ROOT / m) for m in MODULES)], heavy=HEAVY)
+    ).format(paths=[str(ROOT / "src"), *(str(ROOT / m) for m in MODULES)], heavy=HEAVY)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
