@@ -9,3 +9,5 @@ command -v "$PY" >/dev/null || PY=python3
 # torch first and pinned: the 2.13.0 CPU wheel; anything unpinned pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[deep,test]"
+# The CMake build test needs cmake; where the system has none, the PyPI package provides it.
+command -v cmake >/dev/null || .venv/bin/python -m pip install -q cmake

@@ -8,8 +8,14 @@ created from the results after the process has finished.
 Protocol (all files in a private temporary folder):
 - ``job.json``: ``{"task": "package.module:function", "params": {...}}``; arrays as ``.npy`` files
   named in ``params`` (never pickled: ``allow_pickle=False`` both ways).
-- The worker prints one JSON object per line on stdout: ``{"progress": [done, total, message]}``,
-  then ``{"done": true}`` or ``{"error": message, "user_error": bool}``.
+- The worker prints one JSON object per line on stdout: first ``{"pid": its process id}``, then
+  ``{"progress": [done, total, message]}``, then ``{"done": true}`` or ``{"error": message, "user_error": bool}``.
+
+Cancel kills the worker itself: ``PythonSlicer`` is a launcher that starts the interpreter as a
+child, so killing the process we started would leave the worker computing. The worker's pid comes
+from its first line; on Linux and macOS the launcher also starts a new process group, killed whole
+(for a Cancel that comes before the pid line); on Windows ``taskkill /T`` ends the launcher's tree.
+On Windows no console window opens (hidden as ``slicer.util.launchConsoleProcess`` hides it).
 - The task function ``function(folder, params, progress)`` writes its outputs into ``folder``.
 
 The runner is injected into the module logic (as in SlicerNNUnet), so tests can run jobs in-process
@@ -23,6 +29,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -122,6 +129,17 @@ class InProcessJob(Job):
         pass
 
 
+def background_popen_options(os_name: str = os.name, subprocess_module=subprocess) -> dict:
+    """Popen arguments for a background worker: no console window on Windows (the
+    ``startupinfo`` of ``slicer.util.launchConsoleProcess``), its own process group elsewhere."""
+    if os_name == "nt":
+        info = subprocess_module.STARTUPINFO()
+        info.dwFlags |= subprocess_module.STARTF_USESHOWWINDOW
+        info.wShowWindow = 0  # SW_HIDE
+        return {"startupinfo": info, "creationflags": getattr(subprocess_module, "CREATE_NO_WINDOW", 0)}
+    return {"start_new_session": True}
+
+
 class ProcessJob(Job):
     """Runs ``python -m SpineAICommon.worker FOLDER`` and reads its progress lines."""
 
@@ -131,6 +149,7 @@ class ProcessJob(Job):
         env["PYTHONPATH"] = os.pathsep.join(pythonpath + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env["PYTHONUNBUFFERED"] = "1"
         self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.worker_pid: Optional[int] = None  # the interpreter running the task (a launcher's child)
         self._process = subprocess.Popen(
             [python, "-m", "SpineAICommon.worker", str(folder)],
             stdout=subprocess.PIPE,
@@ -138,6 +157,7 @@ class ProcessJob(Job):
             stdin=subprocess.DEVNULL,
             env=env,
             text=True,
+            **background_popen_options(),
         )
         # Reading a pipe blocks; a small reader thread keeps poll() non-blocking.
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -146,6 +166,9 @@ class ProcessJob(Job):
     def _read(self) -> None:
         assert self._process.stdout is not None
         for line in self._process.stdout:
+            if self.worker_pid is None and line.startswith('{"pid"'):
+                self.worker_pid = int(json.loads(line)["pid"])  # read here, so Cancel knows it at once
+                continue
             self._lines.put(line)
         self._lines.put(None)
 
@@ -169,15 +192,32 @@ class ProcessJob(Job):
         return self.status
 
     def cancel(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+        # The worker holds the pipe open while it runs, even after a launcher has ended.
+        if self._process.poll() is None or self._reader.is_alive():
+            self._kill()
         self.status.cancelled = True
         self.status.finished = True
         self.status.message = "cancelled"
+
+    def _kill(self) -> None:
+        launcher = self._process.pid
+        if os.name == "nt":
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(launcher)], capture_output=True,
+                           **background_popen_options())
+        else:
+            try:
+                os.killpg(launcher, signal.SIGKILL)  # launcher, worker and anything they started
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.worker_pid is not None and self.worker_pid != launcher:
+            try:  # the worker may have left the group (or, on Windows, the tree)
+                os.kill(self.worker_pid, signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+            except (ProcessLookupError, PermissionError, OSError):
+                pass
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
 
 
 def _run_task_lines(folder: Path, task: str, params: dict):

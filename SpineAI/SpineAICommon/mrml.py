@@ -203,21 +203,45 @@ def mask_from_segment(segmentation_node, segment_id: str, reference: Volume, wha
     return out
 
 
-def labels_from_segmentation(segmentation_node, reference: Volume, what: str = "bounding segmentation") -> tuple[Volume, dict[int, str]]:
-    """A label map on ``reference``'s grid: segment n (in the node's order) -> label n + 1.
+def volume_from_oriented_image(image) -> Volume:
+    """A copy of a vtkOrientedImageData (voxels, and geometry over its extent) as an engine Volume."""
+    to_world = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(to_world)
+    m = _matrix_to_numpy(to_world)
+    spacing = np.linalg.norm(m[:3, :3], axis=0)
+    extent = image.GetExtent()
+    origin_ras = (m @ np.array([extent[0], extent[2], extent[4], 1.0]))[:3]
+    dims = image.GetDimensions()
+    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(tuple(reversed(dims))).copy()
+    return Volume(array, tuple(spacing), tuple(_RAS_TO_LPS @ origin_ras), _RAS_TO_LPS @ (m[:3, :3] / spacing))
 
-    Used to bound a segmentation by, e.g., TotalSegmentator's vertebrae; where segments overlap
-    the later one wins, as when Slicer exports a label map.
+
+def segment_layers(segmentation_node, what: str = "bounding segmentation") -> tuple[list[Volume], list[tuple[str, int, int]]]:
+    """The segmentation's labelmap layers on their own grids, and (name, layer, label value) per segment.
+
+    Only copies: resampling onto the input volume's grid is left to the background job (25 vertebrae
+    on a 512x512x300 volume took 7 s here, freezing Slicer). Segments sharing a layer share its copy.
     """
+    _require_untransformed(segmentation_node, what)
     ids = require_segments(segmentation_node, what)
-    labels = np.zeros(reference.array.shape, np.uint16)
-    names = {}
-    for n, segment_id in enumerate(ids, start=1):
-        labels[mask_from_segment(segmentation_node, segment_id, reference, what) != 0] = n
-        names[n] = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
-    if not labels.any():
-        raise SpineAIError(f"the {what} '{segmentation_node.GetName()}' does not overlap the input volume")
-    return reference.with_array(labels), names
+    segmentation = segmentation_node.GetSegmentation()
+    if not segmentation.ContainsRepresentation("Binary labelmap"):
+        raise SpineAIError(
+            f"the {what} '{segmentation_node.GetName()}' has no binary labelmap representation: create it in the "
+            "Segmentations module (Representations > Binary labelmap > Create)"
+        )
+    layers, layer_of, segments = [], {}, []
+    for segment_id in ids:
+        segment = segmentation.GetSegment(segment_id)
+        index = segmentation.GetLayerIndex(segment_id, "Binary labelmap")
+        if index not in layer_of:
+            image = segment.GetRepresentation("Binary labelmap")
+            if image is None or image.GetPointData().GetScalars() is None or image.GetNumberOfPoints() == 0:
+                continue  # an empty segment bounds nothing
+            layer_of[index] = len(layers)
+            layers.append(volume_from_oriented_image(image))
+        segments.append((segment.GetName(), layer_of[index], int(segment.GetLabelValue())))
+    return layers, segments
 
 
 # ---- markups -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Reads ``FOLDER/job.json``, runs the named task and prints the protocol's JSON li
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(json.dumps({"error": "usage: python -m SpineAICommon.worker JOB_FOLDER", "user_error": False}))
         return 2
+    # First line: this interpreter's pid, so Cancel can kill it even when a launcher started it.
+    print(json.dumps({"pid": os.getpid()}), flush=True)
     folder = Path(argv[0])
     job = json.loads((folder / "job.json").read_text(encoding="utf-8"))
     from SpineAICommon.jobs import _import_task

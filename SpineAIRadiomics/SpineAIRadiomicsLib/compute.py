@@ -32,19 +32,50 @@ def load_volume(folder: Path, spec: dict) -> Volume:
     return Volume(array, tuple(spec["spacing"]), tuple(spec["origin"]), np.asarray(spec["direction"]))
 
 
+def resample_nearest(volume: Volume, reference: Volume) -> np.ndarray:
+    """``volume``'s voxels on ``reference``'s grid (nearest neighbour, 0 outside), array[k, j, i]."""
+    import SimpleITK as sitk
+
+    if volume.same_geometry(reference):
+        return volume.array
+    grid = sitk.Image([int(n) for n in reference.size_ijk], sitk.sitkUInt8)
+    grid.SetSpacing(reference.spacing)
+    grid.SetOrigin(reference.origin)
+    grid.SetDirection(tuple(reference.direction.ravel()))
+    return sitk.GetArrayFromImage(sitk.Resample(volume.to_sitk(), grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
+
+
+def labels_on_grid(reference: Volume, layers: list, segments: list, name: str = "bounding segmentation") -> Volume:
+    """Segment n (in the node's order) -> label n + 1 on ``reference``'s grid; where segments overlap
+    the later one wins, as when Slicer exports a label map. ``segments``: (name, layer, label value)."""
+    on_grid = [resample_nearest(layer, reference) for layer in layers]
+    labels = np.zeros(reference.array.shape, np.uint16)
+    for n, (_, layer, value) in enumerate(segments, start=1):
+        labels[on_grid[layer] == value] = n
+    if not labels.any():
+        raise SpineAIError(f"the bounding segmentation '{name}' does not overlap the input volume")
+    return reference.with_array(labels)
+
+
 def run(folder: Path, params: dict, progress) -> None:
     """Segment around each seed and/or extract features of each mask.
 
     params: ``image`` (volume spec); ``lesions``: list of ``{"name", "seed_ijk"}`` (segment) or
     ``{"name", "mask_index"}`` (masks given in ``masks.npy``, stacked); ``segment`` / ``extract``
-    flags; ``mode``; optional ``within`` (volume spec) and ``within_label``; ``params`` (feature set).
+    flags; ``mode``; optional ``within_layers`` (volume specs), ``within_segments`` ((name, layer,
+    label value) each) and ``within_name`` (a bounding segmentation, resampled here) and
+    ``within_label``; ``params`` (feature set).
     Writes ``masks_out.npy`` (uint8 [n, k, j, i]) and ``features.json``.
     """
     folder = Path(folder)
     image = load_volume(folder, params["image"])
     lesions = params["lesions"]
     do_segment, do_extract = bool(params.get("segment")), bool(params.get("extract"))
-    within = load_volume(folder, params["within"]) if params.get("within") else None
+    within = None
+    if params.get("within_layers"):
+        progress(0, 1, "resampling the bounding segmentation")
+        layers = [load_volume(folder, spec) for spec in params["within_layers"]]
+        within = labels_on_grid(image, layers, params["within_segments"], params.get("within_name", "bounding segmentation"))
     given = np.load(folder / "masks.npy", allow_pickle=False) if not do_segment else None
     steps = len(lesions) * (int(do_segment) + int(do_extract))
     step = 0

@@ -76,12 +76,15 @@ class RadiomicsLogic:
                     f"point '{label}' of '{pointsNode.GetName()}' is not inside the volume '{volumeNode.GetName()}': {exc}"
                 ) from None
             lesions.append({"name": label, "seed_ijk": list(ijk)})
+        # The bounding segments are only copied here; the job resamples them onto the volume's grid.
+        layers, segments = mrml.segment_layers(boundingNode) if boundingNode is not None else ([], [])
         folder = new_job_folder()
         params = {"image": compute.save_volume(folder, "image", volume), "lesions": lesions,
                   "segment": True, "extract": False, "mode": mode}
         if boundingNode is not None:
-            labels, _ = mrml.labels_from_segmentation(boundingNode, volume)
-            params["within"] = compute.save_volume(folder, "within", labels)
+            params["within_layers"] = [compute.save_volume(folder, f"within{n}", layer) for n, layer in enumerate(layers)]
+            params["within_segments"] = segments
+            params["within_name"] = boundingNode.GetName()
         write_job(folder, compute.TASK, params)
         job = self.runner.start(compute.TASK, params, folder)
         return Operation("segment", job, volumeNode, volume, [l["name"] for l in lesions],
@@ -94,6 +97,7 @@ class RadiomicsLogic:
         for n, name in enumerate(op.names):
             mrml.add_mask_segment(node, masks[n], op.reference, name, LESION_COLORS[n % len(LESION_COLORS)])
         node.SetAttribute("SpineAI.source", "SpineAIRadiomics segment")
+        node.CreateClosedSurfaceRepresentation()  # else the 3D view stays empty
         return node
 
     # ---- extract ---------------------------------------------------------------------------

@@ -3,12 +3,11 @@
 (This folder is not named `slicer`: `Testing/` is on sys.path under pytest, and slicer-core's
 `slicer` package would then import every file of a `Testing/slicer/` folder as `slicer.<name>`.)
 
-The MRML work is real: scenes, volume / segmentation / markups / table nodes come from the PyPI
-package ``slicer-core``. What slicer-core lacks is the application layer; the only stand-ins here
-are the module scaffolding classes that a module file imports at load time:
-``slicer.ScriptedLoadableModule`` (the four base classes) and ``slicer.parameterNodeWrapper``
-(the decorator and its ``Choice`` annotation). They are installed only by the ``module_files``
-fixture, which the tests that import a module file ask for.
+The MRML work is real: scenes and nodes come from the PyPI package ``slicer-core``. The module
+files run against Slicer's own framework (``ScriptedLoadableModule``, ``parameterNodeWrapper``,
+``SampleData`` from Slicer v5.10.0, see slicer_harness.py), with only ``qt``, ``ctk`` and
+``slicer.i18n`` stood in for. Tests that import a module file ask for ``module_files``, which skips
+with the reason when the harness folder is absent; the Lib logic tests need only slicer-core.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-import unittest
 from pathlib import Path
 
 import pytest
@@ -32,6 +30,12 @@ for path in [ROOT / "src", *(ROOT / m for m in MODULES)]:
 slicer = pytest.importorskip("slicer", reason="the Slicer-module tests need the PyPI package slicer-core")
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed `slicer` package is not slicer-core (another package overwrote it)", allow_module_level=True)
+
+
+# What Slicer's Segmentations module registers at start-up: binary labelmap <-> closed surface.
+_converters = slicer.vtkSegmentationConverterFactory.GetInstance()
+_converters.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+_converters.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
 
 
 @pytest.fixture
@@ -57,81 +61,34 @@ def phantom_met():
 
 
 
-# ---- module scaffolding stand-ins (application layer that slicer-core does not ship) -----------
+# ---- module files over Slicer's framework ----------------------------------------------------
 
-def _shim_scripted_loadable_module():
-    mod = types.ModuleType("slicer.ScriptedLoadableModule")
+@pytest.fixture(scope="session")
+def slicer_framework():
+    import slicer_harness
 
-    class ScriptedLoadableModule:
-        def __init__(self, parent):
-            self.parent = parent
-
-    class ScriptedLoadableModuleWidget:
-        def __init__(self, parent=None):
-            self.parent = parent
-
-    class ScriptedLoadableModuleLogic:
-        def __init__(self, parent=None):
-            super().__init__()
-            self.moduleName = type(self).__name__.removesuffix("Logic")
-
-        def getParameterNode(self):
-            scene = slicer.mrmlScene
-            node = scene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
-            if node is None:
-                node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
-                node.SetSingletonTag(self.moduleName)
-                node.SetAttribute("ModuleName", self.moduleName)
-            return node
-
-    class ScriptedLoadableModuleTest(unittest.TestCase):
-        def delayDisplay(self, message, msec=0):
-            print(message)
-
-    for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest):
-        setattr(mod, cls.__name__, cls)
-    mod.__all__ = [cls.__name__ for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget,
-                                             ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest)]
-    return mod
-
-
-def _shim_parameter_node_wrapper():
-    mod = types.ModuleType("slicer.parameterNodeWrapper")
-
-    class Choice:
-        def __init__(self, choices):
-            self.choices = list(choices)
-
-    class WithinRange:
-        def __init__(self, minimum, maximum):
-            self.minimum, self.maximum = minimum, maximum
-
-    def parameterNodeWrapper(cls):
-        # Records the fields; wrapping a node returns an object holding the defaults.
-        fields = dict(getattr(cls, "__annotations__", {}))
-
-        def __init__(self, node=None):
-            self.parameterNode = node
-            for name in fields:
-                setattr(self, name, getattr(cls, name, None))
-
-        cls.__init__ = __init__
-        cls.allParameters = fields
-        return cls
-
-    mod.Choice, mod.WithinRange, mod.parameterNodeWrapper = Choice, WithinRange, parameterNodeWrapper
-    return mod
+    if slicer_harness.harness_folder() is None:
+        pytest.skip(slicer_harness.missing_reason())
+    return slicer_harness.install()
 
 
 @pytest.fixture
-def module_files(scene, monkeypatch):
-    """Import a module file (``module_files('SpineAIRadiomics')``) with the scaffolding stand-ins."""
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", _shim_scripted_loadable_module())
-    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", _shim_parameter_node_wrapper())
+def module_files(slicer_framework, scene, monkeypatch):
+    """``module_files('SpineAIRadiomics')``: import a module file and create its module object, as
+    Slicer does at start-up (which also registers its self-test in ``slicer.selfTests``)."""
+    import slicer_harness
+
+    monkeypatch.setattr(slicer, "modules", types.SimpleNamespace())
+    monkeypatch.setattr(slicer, "app", slicer_harness.FakeApplication())
+    monkeypatch.setattr(slicer, "selfTests", {}, raising=False)
+    monkeypatch.setattr(slicer.util, "loadUI", slicer_harness.load_ui)
+    monkeypatch.setattr(slicer.util, "childWidgetVariables", slicer_harness.child_widget_variables)
 
     def load(name: str):
         sys.modules.pop(name, None)
-        return importlib.import_module(name)
+        module = importlib.import_module(name)
+        module.moduleObject = getattr(module, name)(slicer_harness.module_parent(name, module.__file__))
+        return module
 
     yield load
     for name in MODULES:

@@ -94,14 +94,42 @@ def test_segmentation_file_round_trip(scene, phantom_met, tmp_path):
 def test_bounding_segmentation_becomes_labels(scene, phantom_met):
     from spineai.phantom import LABELS, LEVELS
 
+    from SpineAIRadiomicsLib.compute import labels_on_grid
+
     image = phantom_met.image
     segmentation = mrml.new_segmentation_node(scene, "vertebrae")
     for level in LEVELS:
         mrml.add_mask_segment(segmentation, phantom_met.labels.array == LABELS[level], image, level)
-    labels, names = mrml.labels_from_segmentation(segmentation, image)
-    assert names == {n + 1: level for n, level in enumerate(LEVELS)}
+    layers, segments = mrml.segment_layers(segmentation)
+    assert [name for name, _, _ in segments] == list(LEVELS)
+    labels = labels_on_grid(image, layers, segments)
     for n, level in enumerate(LEVELS, start=1):
         assert np.array_equal(labels.array == n, phantom_met.labels.array == LABELS[level])
+
+
+def test_bounding_segments_on_another_grid_are_resampled_in_the_job(scene, phantom_met):
+    from spineai.phantom import LABELS
+
+    from SpineAIRadiomicsLib.compute import labels_on_grid
+
+    image = phantom_met.image
+    # Drawn on a cropped copy (shifted origin), as Segment Editor does; shared layer of two segments.
+    k0, j0, i0 = 3, 40, 30
+    crop_origin_ras = image.ijk_to_ras((i0, j0, k0))
+    crop_labels = phantom_met.labels.array[k0:, j0:, i0:]
+    crop = Volume(crop_labels, image.spacing, (-crop_origin_ras[0], -crop_origin_ras[1], crop_origin_ras[2]), image.direction)
+    segmentation = mrml.new_segmentation_node(scene, "drawn elsewhere")
+    first = mrml.add_mask_segment(segmentation, crop_labels == LABELS["L3"], crop, "L3")
+    second = mrml.add_mask_segment(segmentation, crop_labels == LABELS["L4"], crop, "L4")
+    segmentation.GetSegmentation().CollapseBinaryLabelmaps(False)  # one layer, label values 1 and 2
+    layers, segments = mrml.segment_layers(segmentation)
+    assert len(layers) == 1 and [(n, l) for n, l, _ in segments] == [("L3", 0), ("L4", 0)]
+    assert layers[0].array.shape != image.array.shape  # not resampled in the interface's thread
+    labels = labels_on_grid(image, layers, segments).array
+    expected = np.zeros_like(phantom_met.labels.array)
+    expected[k0:, j0:, i0:] = crop_labels
+    assert np.array_equal(labels == 1, expected == LABELS["L3"]) and np.array_equal(labels == 2, expected == LABELS["L4"])
+    assert first != second
 
 
 def test_markups_points_are_world_ras(scene):

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+import slicer
+
 from spineai.errors import SpineAIError
 from spineai.featureset import FEATURES_31
 from spineai.image import dice, seed_to_index
@@ -48,6 +50,26 @@ def test_click_segments_the_lesion_at_that_point(loaded, phantom_met):
     assert {k: v for k, v in after.items() if k in before} == before
     assert segmentation.GetID() not in before
     assert segmentation.GetSegmentation().GetSegment(segment_id).GetName() == "MET lesion L3"
+    # A closed surface too, so the 3D view shows the lesion.
+    assert segmentation.GetSegmentation().ContainsRepresentation("Closed surface")
+    surface = segmentation.GetClosedSurfaceInternalRepresentation(segment_id)
+    assert surface is not None and surface.GetNumberOfPoints() > 100
+
+
+def test_bounding_segments_are_not_resampled_on_the_interface_thread(loaded, monkeypatch):
+    logic, volume, points, vertebrae = loaded
+
+    class NoResampling:
+        @staticmethod
+        def ResampleOrientedImageToReferenceOrientedImage(*args):
+            raise AssertionError("resampled in the interface's thread")
+
+    monkeypatch.setattr(slicer, "vtkOrientedImageDataResample", NoResampling)
+    op = logic.startSegmentation(volume, points, "lesion", boundingNode=vertebrae)
+    monkeypatch.undo()
+    assert len(op.job.status.log) == 0 and op.poll().succeeded, op.poll().error
+    node = logic.finish(op)
+    assert len(mrml.segment_ids(node)) == 1
 
 
 def test_several_points_give_several_segments_and_rows(loaded, phantom_met):

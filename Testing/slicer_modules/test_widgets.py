@@ -1,0 +1,174 @@
+"""Widget code (setup, enter/exit, the polling timer, Cancel, failed installs) over Slicer's real
+parameter node wrapper and GUI connectors, with the Qt widgets stood in (see slicer_harness.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+import slicer
+
+from SpineAICommon import mrml
+from SpineAICommon.dependencies import slicer_dependency_installer
+
+from scene_snapshot import scene_snapshot
+
+
+@pytest.fixture
+def make_widget():
+    """``make_widget(module)``: the module's panel as Slicer creates it; cleaned up afterwards."""
+    import qt
+
+    made = []
+
+    def make(mod, name):
+        panel = qt.QWidget()  # the qSlicerScriptedLoadableModuleWidget Slicer passes as parent
+        panel.isEntered = True
+        widget = getattr(mod, f"{name}Widget")(panel)
+        widget.setup()
+        made.append(widget)
+        return widget
+
+    yield make
+    for widget in made:
+        widget.cleanup()  # what Slicer calls when the module is unloaded
+
+
+@pytest.fixture
+def radiomics(module_files, scene, make_widget):
+    mod = module_files("SpineAIRadiomics")
+    volume, points, vertebrae = mod.SpineAIRadiomicsLogic().loadPhantom("MET", seed=5)
+    return make_widget(mod, "SpineAIRadiomics"), volume, points, vertebrae
+
+
+def _run_timer(widget, timeout=120.0):
+    end = time.monotonic() + timeout
+    while widget.timer.isActive():
+        assert time.monotonic() < end, "the job did not finish"
+        widget.timer.fire()
+        time.sleep(0.05)
+
+
+def test_setup_binds_the_panel_to_the_parameter_node(radiomics):
+    widget, volume, points, vertebrae = radiomics
+    p, ui = widget._parameterNode, widget.ui
+    assert p.inputVolume is volume and ui.inputVolumeSelector.currentNode() is volume
+    assert [text for text, _ in ui.modeComboBox._items] == ["lesion", "vertebral-body"]
+    assert not ui.segmentButton.enabled and not ui.cancelButton.enabled  # no points chosen yet
+    ui.lesionPointsSelector.setCurrentNode(points)
+    ui.lesionPointsSelector.currentNodeChanged.emit(points)  # the user picks the point list
+    assert p.lesionPoints is points and ui.segmentButton.enabled
+    ui.modeComboBox.currentIndex = 1
+    ui.modeComboBox.currentIndexChanged.emit(1)
+    assert p.mode == "vertebral-body"
+
+
+def test_exit_disconnects_and_enter_reconnects(radiomics):
+    widget, volume, points, vertebrae = radiomics
+    p, ui = widget._parameterNode, widget.ui
+    widget.exit()
+    ui.useExistingSegmentationCheckBox.checked = True
+    ui.useExistingSegmentationCheckBox.stateChanged.emit(2)
+    assert p.useExistingSegmentation is False  # a hidden panel does not write the parameter node
+    widget.enter()
+    assert ui.useExistingSegmentationCheckBox.checked is False  # the panel shows the node again
+    p.useExistingSegmentation = True
+    assert ui.useExistingSegmentationCheckBox.checked is True and not ui.lesionPointsSelector.enabled
+
+
+def test_segment_button_runs_in_the_background_and_adds_a_visible_segmentation(radiomics, scene):
+    widget, volume, points, vertebrae = radiomics
+    widget._parameterNode.lesionPoints = points
+    widget._parameterNode.boundingSegmentation = vertebrae
+    widget.ui.segmentButton.emit("clicked", True)
+    assert widget.timer.isActive() and widget.ui.cancelButton.enabled and not widget.ui.segmentButton.enabled
+    _run_timer(widget)
+    node = widget._parameterNode.outputSegmentation
+    assert node is not None and scene.IsNodePresent(node), widget.ui.statusLabel.text
+    assert "created segmentation 'SpineAI phantom MET SpineAI lesions' with 1 segment(s)" in widget.ui.statusLabel.text
+    assert node.GetSegmentation().ContainsRepresentation("Closed surface")
+    assert widget.ui.segmentButton.enabled and not widget.ui.cancelButton.enabled
+
+
+def test_poll_is_not_reentered_by_processing_events(radiomics, scene, monkeypatch):
+    widget, volume, points, vertebrae = radiomics
+    widget._parameterNode.lesionPoints = points
+    # Qt delivers a pending timeout inside processEvents: if _poll processed events, it would re-enter.
+    monkeypatch.setattr(slicer.app, "processEvents", lambda *a: widget.timer.fire())
+    widget.onSegment()
+    op, depth, deepest = widget._operation, [0], [0]
+    poll = op.poll
+
+    def counting_poll():
+        depth[0] += 1
+        deepest[0] = max(deepest[0], depth[0])
+        try:
+            return poll()
+        finally:
+            depth[0] -= 1
+
+    op.poll = counting_poll
+    before = {n for n in scene_snapshot(scene)}
+    _run_timer(widget)
+    assert deepest[0] == 1
+    added = [scene.GetNodeByID(i) for i in scene_snapshot(scene) if i not in before]
+    assert [n.GetClassName() for n in added if n.IsA("vtkMRMLSegmentationNode")] == ["vtkMRMLSegmentationNode"]
+
+
+def test_cancel_stops_the_job_and_adds_nothing(radiomics, scene):
+    widget, volume, points, vertebrae = radiomics
+    widget._parameterNode.lesionPoints = points
+    widget.onSegment()
+    before = scene_snapshot(scene)
+    folder = widget._operation.job.folder
+    widget.ui.cancelButton.emit("clicked", True)
+    assert widget._operation is None and not widget.timer.isActive()
+    assert "cancelled: nothing was added to the scene" in widget.ui.statusLabel.text
+    assert widget.ui.segmentButton.enabled and not widget.ui.cancelButton.enabled
+    assert not folder.exists()
+    assert scene_snapshot(scene) == before
+
+
+def test_a_failed_install_shows_a_dialog_and_starts_nothing(radiomics, scene, monkeypatch):
+    widget, volume, points, vertebrae = radiomics
+    widget._parameterNode.lesionPoints = points
+    dialogs = []
+
+    def pip_install(requirement):
+        raise subprocess.CalledProcessError(1, ["pip", "install", requirement], output="Could not find a version")
+
+    monkeypatch.setattr(slicer.util, "pip_install", pip_install)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda *a, **k: True)
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda text, **k: dialogs.append((text, k)))
+    widget._installer = slicer_dependency_installer(progress=widget._showInstallProgress)
+    widget._installer.finder = lambda module: None if module == "scipy" else object()
+    before = scene_snapshot(scene)
+    widget.ui.segmentButton.emit("clicked", True)
+    (text, options), = dialogs
+    assert text.startswith("Installing scipy>=1.11 failed (CalledProcessError") and "What to do:" in text
+    assert options["detailedText"] == "Could not find a version"
+    assert "Installing scipy>=1.11 failed" in widget.ui.statusLabel.text
+    assert widget._operation is None and not widget.timer.isActive()
+    assert scene_snapshot(scene) == before
+
+
+def test_classify_and_lumbar_panels_set_up_enter_and_exit(module_files, scene, make_widget):
+    classify = make_widget(module_files("SpineAI"), "SpineAI")
+    classify.enter()
+    assert classify.ui.modelComboBox.itemData(0) == "" and not classify.ui.classifyButton.enabled
+    classify._parameterNode.useTable = True
+    assert classify.ui.useTableCheckBox.checked and classify.ui.tableRowSpinBox.enabled
+    assert not classify.ui.inputVolumeSelector.enabled
+    classify.exit()
+
+    lumbar = make_widget(module_files("SpineAILumbar"), "SpineAILumbar")
+    from spineai.phantom import make_spine_phantom
+
+    sagittal = mrml.add_volume_node(scene, make_spine_phantom(seed=2, lesion_kind=None).image, "sag T2")
+    lumbar._parameterNode.sagittalT2 = sagittal
+    assert lumbar.ui.sagittalT2Selector.currentNode() is sagittal
+    lumbar.ui.checkButton.emit("clicked", True)
+    assert lumbar.ui.statusLabel.text == "1 of 3 series usable; grading not available in this version."
+    assert "Sagittal T1: missing" in lumbar.ui.reportTextEdit.plainText
