@@ -90,7 +90,11 @@ class SpineAIRadiomicsParameterNode:
     useExistingSegmentation: bool = False
     inputSegmentation: vtkMRMLSegmentationNode
     mode: Annotated[str, Choice(["lesion", "vertebral-body"])] = "lesion"
+    method: Annotated[str, Choice(["auto", "deep", "classic"])] = "auto"
+    forceCpu: bool = False
     boundingSegmentation: vtkMRMLSegmentationNode
+    addPoints: vtkMRMLMarkupsFiducialNode
+    removePoints: vtkMRMLMarkupsFiducialNode
     outputSegmentation: vtkMRMLSegmentationNode
     outputTable: vtkMRMLTableNode
 
@@ -120,6 +124,12 @@ class SpineAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.placeWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.placeWidget.setPlaceMultipleMarkups(slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.refineButton.connect("clicked(bool)", self.onRefine)
+        for place, selector in ((self.ui.addPlaceWidget, self.ui.addPointsSelector),
+                                (self.ui.removePlaceWidget, self.ui.removePointsSelector)):
+            place.setMRMLScene(slicer.mrmlScene)
+            place.setPlaceMultipleMarkups(slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups)
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", place.setCurrentNode)
         self.ui.extractButton.connect("clicked(bool)", self.onExtract)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
@@ -166,6 +176,8 @@ class SpineAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
             self.ui.placeWidget.setCurrentNode(self._parameterNode.lesionPoints)
+            self.ui.addPlaceWidget.setCurrentNode(self._parameterNode.addPoints)
+            self.ui.removePlaceWidget.setCurrentNode(self._parameterNode.removePoints)
             self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None):
@@ -176,6 +188,11 @@ class SpineAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                              and (p.inputSegmentation if useExisting else p.outputSegmentation))
         self.ui.exportButton.enabled = bool(p and p.outputTable and not busy)
         self.ui.cancelButton.enabled = busy
+        corrections = bool(p and ((p.addPoints and p.addPoints.GetNumberOfControlPoints())
+                                  or (p.removePoints and p.removePoints.GetNumberOfControlPoints())))
+        self.ui.refineButton.enabled = bool(p and p.inputVolume and p.lesionPoints and p.outputSegmentation
+                                            and p.mode == "vertebral-body" and p.method != "classic"
+                                            and corrections and not useExisting and not busy)
         self.ui.lesionPointsSelector.enabled = not useExisting
         self.ui.inputSegmentationSelector.enabled = useExisting
 
@@ -216,10 +233,23 @@ class SpineAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
         self.timer.start()
 
+    def _segmentationTasks(self, p):
+        # The learned method needs torch (through the PyTorch extension, after asking); 'auto' uses
+        # it only when it is already there, and falls back to the classic method otherwise.
+        return ("segment", "deep") if p.mode == "vertebral-body" and p.method == "deep" else ("segment",)
+
     def onSegment(self):
         p = self._parameterNode
-        self._start(lambda: self.logic.startSegmentation(p.inputVolume, p.lesionPoints, p.mode, p.boundingSegmentation),
-                    ("segment",))
+        self._start(lambda: self.logic.startSegmentation(p.inputVolume, p.lesionPoints, p.mode, p.boundingSegmentation,
+                                                         method=p.method, forceCpu=p.forceCpu),
+                    self._segmentationTasks(p))
+
+    def onRefine(self):
+        p = self._parameterNode
+        self._start(lambda: self.logic.startSegmentation(p.inputVolume, p.lesionPoints, p.mode, p.boundingSegmentation,
+                                                         method=p.method, forceCpu=p.forceCpu, addPointsNode=p.addPoints,
+                                                         removePointsNode=p.removePoints, refineNode=p.outputSegmentation),
+                    self._segmentationTasks(p))
 
     def onExtract(self):
         p = self._parameterNode
@@ -241,7 +271,8 @@ class SpineAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             if op.kind == "segment":
                 self._parameterNode.outputSegmentation = node
-                self._status(f"created segmentation '{node.GetName()}' with {len(op.names)} segment(s)")
+                verb = "refined" if op.target is not None else "created"
+                self._status(f"{verb} segmentation '{node.GetName()}' ({self.logic.describeSegmentation(op)})")
             else:
                 self._parameterNode.outputTable = node
                 slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(node.GetID())

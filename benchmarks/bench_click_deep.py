@@ -1,6 +1,7 @@
 """One click on a 1 mm lumbar MR: learned body segmentation, split by stage, beside the classic method.
 
     SPINEAI_TEST_DATA=../shared/data python benchmarks/bench_click_deep.py [--repeats 7] [--device cpu|cuda]
+    SPINEAI_TEST_DATA=../shared/data python benchmarks/bench_click_deep.py --ood
 
 Reads a validation case of the shipped model (one it never trained on) from
 SPINEAI_TEST_DATA/spine-mr-bodies, then times N clicks at the centre of each of its vertebral bodies:
@@ -9,6 +10,10 @@ the patch + guidance, network, back-projection onto the image's grid + clean-up)
 ``method='classic'`` (the level set), on the same clicks, in the same process. The first call of each
 is an untimed warm-up (model loading, the first network call). Prints the medians, the ratio deep /
 classic, and the Dice of each to the reference body.
+
+--ood: accuracy out of the training distribution, on the shared samples, with the cases and clicks of
+Testing/engine/test_segment_real.py: cervical T2 C6 / C7 at 1.5 mm (Dice to the body) and the 3 mm
+TotalSegmentator MR vertebrae (share of the mask inside the vertebra's label), deep beside classic.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     ap.add_argument("--case", default=None, help="case name (default: the first validation case of the model)")
+    ap.add_argument("--ood", action="store_true", help="accuracy on the out-of-distribution shared samples instead")
     args = ap.parse_args(argv)
     root = os.environ.get("SPINEAI_TEST_DATA")
     if not root:
         sys.exit("set SPINEAI_TEST_DATA to the shared data folder (../shared/data)")
+    if args.ood:
+        return out_of_distribution(args.device)
     import torch
 
     from spineai.image import read_volume
@@ -82,6 +90,33 @@ def main(argv=None) -> int:
     print(f"Dice to the body   deep {np.mean(d_dice):.3f} (min {min(d_dice):.3f}), classic {np.mean(c_dice):.3f} "
           f"(min {min(c_dice):.3f})")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+def out_of_distribution(device) -> int:
+    root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(root / "Testing"), str(root / "Testing" / "engine")]
+    import test_segment_real as cases  # the cases and clicks are defined once, in the tests
+    from shared_data import shared_data_path
+
+    from spineai.image import read_volume
+
+    def run(image, click, score):
+        return [score(segment(image, click, "vertebral-body", method=m, device=device).array.astype(bool))
+                for m in ("deep", "classic")]
+
+    print("case                 measure        deep    classic")
+    image = read_volume(shared_data_path("spine-samples", "sub-mri_label-6_T2w.nii.gz"))
+    vert = read_volume(shared_data_path("spine-samples", "sub-mri_seg-vert_label-6_msk.nii.gz")).array
+    sub = read_volume(shared_data_path("spine-samples", "sub-mri_seg-subreg_label-6_msk.nii.gz")).array
+    for level in (6, 7):
+        body = (vert == level) & (sub == 49)
+        d, c = run(image, cases.deepest_voxel(body), lambda m: dice(m, body))
+        print(f"T2 1.5 mm C{level}           Dice body      {d:.3f}   {c:.3f}")
+    image, _, verts = cases._mr_vertebrae()
+    for n, v in enumerate(verts):
+        d, c = run(image, cases.anterior_half_seed(image, v), lambda m, v=v: float((m & v).sum() / max(1, m.sum())))
+        print(f"MR 3 mm vertebra {n}     inside label   {d:.3f}   {c:.3f}")
     return 0
 
 

@@ -7,6 +7,7 @@ outputs are ``.npy`` arrays (loaded with ``allow_pickle=False``) and JSON in the
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,11 @@ def run(folder: Path, params: dict, progress) -> None:
     ``{"name", "mask_index"}`` (masks given in ``masks.npy``, stacked); ``segment`` / ``extract``
     flags; ``mode``; optional ``within_layers`` (volume specs), ``within_segments`` ((name, layer,
     label value) each) and ``within_name`` (a bounding segmentation, resampled here) and
-    ``within_label``; ``params`` (feature set).
-    Writes ``masks_out.npy`` (uint8 [n, k, j, i]) and ``features.json``.
+    ``within_label``; ``params`` (feature set); ``method`` ('auto', 'deep' or 'classic') and
+    ``device`` ('auto', 'cpu', 'cuda') of the segmentation, and per lesion optional ``add_ijk`` /
+    ``remove_ijk`` corrective clicks (learned method).
+    Writes ``masks_out.npy`` (uint8 [n, k, j, i]), ``features.json`` and ``segment_details.json``
+    (per lesion: the method used, its device and model, seconds).
     """
     folder = Path(folder)
     image = load_volume(folder, params["image"])
@@ -80,7 +84,7 @@ def run(folder: Path, params: dict, progress) -> None:
     steps = len(lesions) * (int(do_segment) + int(do_extract))
     step = 0
     masks = np.zeros((len(lesions),) + image.array.shape, np.uint8)
-    features = []
+    features, details = [], []
     if do_segment:
         from spineai.segment import segment  # imported here: the worker pays for SimpleITK, not Slicer's startup
 
@@ -90,12 +94,19 @@ def run(folder: Path, params: dict, progress) -> None:
         name = lesion["name"]
         if do_segment:
             progress(step, steps, f"segmenting {name}")
+            info: dict = {"name": name}
+            start = time.perf_counter()
             try:
                 result = segment(image, tuple(lesion["seed_ijk"]), mode=params.get("mode", "lesion"),
-                                 within=within, within_label=params.get("within_label"))
+                                 within=within, within_label=params.get("within_label"),
+                                 method=params.get("method", "classic"), device=params.get("device"),
+                                 add_points=[tuple(p) for p in lesion.get("add_ijk", [])],
+                                 remove_points=[tuple(p) for p in lesion.get("remove_ijk", [])], details=info)
             except SpineAIError as exc:
                 raise SpineAIError(f"{name}: {exc}") from None
             masks[n] = np.asarray(result.array) != 0
+            info["seconds"] = time.perf_counter() - start
+            details.append(info)
             if not masks[n].any():
                 raise SpineAIError(f"{name}: the segmentation around this point is empty; move the point into the lesion")
             step += 1
@@ -111,6 +122,7 @@ def run(folder: Path, params: dict, progress) -> None:
             step += 1
     np.save(folder / "masks_out.npy", masks, allow_pickle=False)
     (folder / "features.json").write_text(json.dumps(features, default=_json_default), encoding="utf-8")
+    (folder / "segment_details.json").write_text(json.dumps(details, default=_json_default), encoding="utf-8")
     progress(steps, steps, "done")
 
 

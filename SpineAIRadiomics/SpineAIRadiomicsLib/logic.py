@@ -38,6 +38,8 @@ class Operation:
     names: list[str]
     source_name: str
     finish: Callable[["Operation"], object] = field(repr=False, default=None)
+    target: object = None  # segmentation node refined in place, if any
+    details: list = field(default_factory=list)  # per structure: method, device, seconds
 
     def poll(self):
         return self.job.poll()
@@ -60,27 +62,37 @@ class RadiomicsLogic:
         return self._scene if self._scene is not None else slicer.mrmlScene
 
     # ---- segment ---------------------------------------------------------------------------
-    def startSegmentation(self, volumeNode, pointsNode, mode: str = "lesion", boundingNode=None) -> Operation:
-        from spineai.segment import SEGMENTATION_MODES  # light module; the heavy imports are in segment()
+    def startSegmentation(self, volumeNode, pointsNode, mode: str = "lesion", boundingNode=None, method: str = "auto",
+                          forceCpu: bool = False, addPointsNode=None, removePointsNode=None, refineNode=None) -> Operation:
+        """Segment around each point of ``pointsNode``. ``method``: 'auto' (learned for vertebral bodies
+        when torch and the model are there), 'deep' or 'classic'. ``addPointsNode`` / ``removePointsNode``:
+        corrective clicks (learned method), each given to the nearest point's structure. ``refineNode``:
+        an earlier result whose segments of the same names are replaced in place."""
+        from spineai.segment import METHODS, SEGMENTATION_MODES  # light module; the heavy imports are in segment()
 
         if mode not in SEGMENTATION_MODES:
             raise SpineAIError(f"segmentation mode must be one of {', '.join(SEGMENTATION_MODES)}, got {mode!r}")
+        if method not in METHODS:
+            raise SpineAIError(f"segmentation method must be one of {', '.join(METHODS)}, got {method!r}")
         volume = mrml.volume_from_node(volumeNode)
         points = mrml.control_points_ras(pointsNode)
         lesions = []
         for label, ras in points:
-            try:
-                ijk = seed_to_index(volume, ras, "ras")
-            except SpineAIError as exc:
-                raise SpineAIError(
-                    f"point '{label}' of '{pointsNode.GetName()}' is not inside the volume '{volumeNode.GetName()}': {exc}"
-                ) from None
-            lesions.append({"name": label, "seed_ijk": list(ijk)})
+            lesions.append({"name": label, "seed_ijk": list(self._index(volume, volumeNode, pointsNode, label, ras)),
+                            "ras": list(ras), "add_ijk": [], "remove_ijk": []})
+        for node, key in ((addPointsNode, "add_ijk"), (removePointsNode, "remove_ijk")):
+            for label, ras in (mrml.control_points_ras(node) if node is not None and node.GetNumberOfControlPoints() else []):
+                nearest = min(lesions, key=lambda l: float(np.sum((np.asarray(l["ras"]) - ras) ** 2)))
+                nearest[key].append(list(self._index(volume, volumeNode, node, label, ras)))
+        if any(l["add_ijk"] or l["remove_ijk"] for l in lesions) and (mode != "vertebral-body" or method == "classic"):
+            raise SpineAIError("add / remove points refine the learned vertebral-body segmentation: choose mode "
+                               "vertebral-body and method auto or deep")
         # The bounding segments are only copied here; the job resamples them onto the volume's grid.
         layers, segments = mrml.segment_layers(boundingNode) if boundingNode is not None else ([], [])
         folder = new_job_folder()
         params = {"image": compute.save_volume(folder, "image", volume), "lesions": lesions,
-                  "segment": True, "extract": False, "mode": mode}
+                  "segment": True, "extract": False, "mode": mode, "method": method,
+                  "device": "cpu" if forceCpu else "auto"}
         if boundingNode is not None:
             params["within_layers"] = [compute.save_volume(folder, f"within{n}", layer) for n, layer in enumerate(layers)]
             params["within_segments"] = segments
@@ -89,16 +101,48 @@ class RadiomicsLogic:
         job = self.runner.start(compute.TASK, params, folder)
         return Operation("segment", job, volumeNode, volume, [l["name"] for l in lesions],
                          f"{volumeNode.GetName()} SpineAI {'lesions' if mode == 'lesion' else 'vertebral bodies'}",
-                         finish=self._finishSegmentation)
+                         finish=self._finishSegmentation, target=refineNode)
+
+    @staticmethod
+    def _index(volume, volumeNode, pointsNode, label, ras):
+        try:
+            return seed_to_index(volume, ras, "ras")
+        except SpineAIError as exc:
+            raise SpineAIError(
+                f"point '{label}' of '{pointsNode.GetName()}' is not inside the volume '{volumeNode.GetName()}': {exc}"
+            ) from None
 
     def _finishSegmentation(self, op: Operation):
         masks = self._results(op)[0]
-        node = mrml.new_segmentation_node(self.scene, op.source_name, op.volume_node)
-        for n, name in enumerate(op.names):
-            mrml.add_mask_segment(node, masks[n], op.reference, name, LESION_COLORS[n % len(LESION_COLORS)])
-        node.SetAttribute("SpineAI.source", "SpineAIRadiomics segment")
+        op.details = json.loads((op.job.folder / "segment_details.json").read_text(encoding="utf-8"))
+        node = op.target
+        if node is not None and self.scene.IsNodePresent(node):
+            # Refinement: the segments of these names are replaced, the rest of the node is kept.
+            segmentation = node.GetSegmentation()
+            for n, name in enumerate(op.names):
+                old = segmentation.GetSegmentIdBySegmentName(name)
+                color = segmentation.GetSegment(old).GetColor() if old else LESION_COLORS[n % len(LESION_COLORS)]
+                if old:
+                    segmentation.RemoveSegment(old)
+                mrml.add_mask_segment(node, masks[n], op.reference, name, color)
+        else:
+            node = mrml.new_segmentation_node(self.scene, op.source_name, op.volume_node)
+            for n, name in enumerate(op.names):
+                mrml.add_mask_segment(node, masks[n], op.reference, name, LESION_COLORS[n % len(LESION_COLORS)])
+            node.SetAttribute("SpineAI.source", "SpineAIRadiomics segment")
         node.CreateClosedSurfaceRepresentation()  # else the 3D view stays empty
         return node
+
+    @staticmethod
+    def describeSegmentation(op: Operation) -> str:
+        """The status line: method, device and time of each structure."""
+        parts = []
+        for d in getattr(op, "details", []):
+            how = d.get("method", "?")
+            if d.get("device"):
+                how += f" ({d.get('model', '')} on {d['device']})"
+            parts.append(f"{d['name']}: {how}, {d.get('seconds', 0.0):.1f} s")
+        return "; ".join(parts)
 
     # ---- extract ---------------------------------------------------------------------------
     def startExtraction(self, volumeNode, segmentationNode, params: str = "spineai31-v1") -> Operation:
@@ -165,8 +209,8 @@ class RadiomicsLogic:
         op.job.wait(timeout)
         return self.finish(op)
 
-    def segment(self, volumeNode, pointsNode, mode: str = "lesion", boundingNode=None):
-        return self.run(self.startSegmentation(volumeNode, pointsNode, mode, boundingNode))
+    def segment(self, volumeNode, pointsNode, mode: str = "lesion", boundingNode=None, **options):
+        return self.run(self.startSegmentation(volumeNode, pointsNode, mode, boundingNode, **options))
 
     def extract(self, volumeNode, segmentationNode, params: str = "spineai31-v1"):
         return self.run(self.startExtraction(volumeNode, segmentationNode, params))

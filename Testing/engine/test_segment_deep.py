@@ -49,7 +49,10 @@ def test_shipped_bundle_is_pinned_and_described(card):
     assert len(card["training"]["validation_cases"]) >= 12
     assert {n[:3] for n in card["training"]["validation_cases"]} == {"VB2", "VB3"}
     v = card["metrics"]["validation"]
-    assert v["deep_centre"]["mean_dice"] >= 0.92 and v["deep_inner-half"]["min_dice"] >= 0.80
+    # Measured at training time on the 13 unseen cases (73 bodies): the card's own figures.
+    assert v["deep_centre"]["mean_dice"] >= 0.90 and v["deep_inner-half"]["mean_dice"] >= 0.90
+    assert v["deep_centre"]["below_0.80"] == 0 and v["deep_inner-half"]["below_0.80"] == 0
+    assert v["deep_centre"]["mean_dice"] > v["classic_centre"]["mean_dice"] + 0.1
     assert all(word in " ".join(card["training"]["citations"]) for word in ("Burian", "Zukic"))
 
 
@@ -63,7 +66,7 @@ def test_every_body_of_an_unseen_case(validation_case):
         assert details["method"] == "deep" and details["device"].startswith("cpu")
         d = dice(mask.array.astype(bool), truth)
         print(f"{name} body {b}: Dice {d:.3f}")
-        assert d >= 0.88
+        assert d >= 0.85
 
 
 def _crop(image: Volume, labels: np.ndarray, centre_ijk, half=(40, 45, 50)):
@@ -183,7 +186,7 @@ def test_out_of_distribution_cervical_t2():
         mask = segment(image, innermost_voxel(body), "vertebral-body", method="deep", device="cpu").array.astype(bool)
         d = dice(mask, body)
         print(f"T2 C{level}: deep Dice {d:.3f}")
-        assert d >= 0.80
+        assert d >= 0.90  # 0.915 / 0.916 measured (classic: 0.869 / 0.882)
 
 
 def test_method_choice():

@@ -18,7 +18,8 @@ DEFAULTS = {
     "SpineAI": {"useTable": False, "inputVolume": None, "inputSegmentation": None, "inputTable": None,
                 "tableRow": 1, "modelId": "", "forceCpu": False},
     "SpineAIRadiomics": {"inputVolume": None, "lesionPoints": None, "useExistingSegmentation": False,
-                         "inputSegmentation": None, "mode": "lesion", "boundingSegmentation": None,
+                         "inputSegmentation": None, "mode": "lesion", "method": "auto", "forceCpu": False,
+                         "boundingSegmentation": None, "addPoints": None, "removePoints": None,
                          "outputSegmentation": None, "outputTable": None},
     "SpineAILumbar": {"sagittalT1": None, "sagittalT2": None, "axialT2": None},
 }

@@ -173,3 +173,54 @@ def test_engine_error_in_the_job_names_the_lesion_and_adds_nothing(loaded, phant
     with pytest.raises(SpineAIError, match=r"^tiny lesion: .*voxel"):
         logic.extract(volume, segmentation)
     assert scene_snapshot(logic.scene) == before
+
+
+# ---- the learned vertebral-body method, and refinement in place ----------------------------------
+
+@pytest.fixture
+def lumbar_case(scene):
+    """A real lumbar MR the shipped body model never trained on, as a volume node with a point."""
+    pytest.importorskip("torch", reason="the learned method needs torch")
+    from shared_data import shared_data_path
+
+    from spineai.deep.bundle import load_torch_bundle
+    from spineai.image import read_volume
+    from spineai.segment.body_training import innermost_voxel
+    from spineai.segment.deep import DEFAULT_MODEL
+
+    name = load_torch_bundle(DEFAULT_MODEL).card["training"]["validation_cases"][0]
+    folder = shared_data_path("spine-mr-bodies")
+    image = read_volume(folder / f"{name}_img.nii.gz")
+    labels = read_volume(folder / f"{name}_bodies.nii.gz").array
+    body = labels == int(np.unique(labels)[3])
+    logic = RadiomicsLogic(scene)
+    volume = mrml.add_volume_node(scene, image, name)
+    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Body points")
+    points.AddControlPoint(*image.ijk_to_ras(innermost_voxel(body)), "L3")
+    return logic, volume, points, image, body
+
+
+def test_learned_body_segmentation_then_refined_in_place(lumbar_case):
+    logic, volume, points, image, body = lumbar_case
+    op = logic.startSegmentation(volume, points, "vertebral-body", method="deep", forceCpu=True)
+    segmentation = logic.run(op)
+    assert op.details[0]["method"] == "deep" and op.details[0]["device"].startswith("cpu")
+    assert "L3: deep (spineai-body-click" in logic.describeSegmentation(op)
+    (sid,) = mrml.segment_ids(segmentation)
+    first = mrml.mask_from_segment(segmentation, sid, image).astype(bool)
+    assert dice(first, body) > 0.85
+    # A remove point on the body itself: the refined segment no longer holds it, and it replaces the
+    # old one in the same node (same name, no second segment, no new node).
+    remove = logic.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Remove")
+    k, j, i = np.argwhere(first)[0]
+    remove.AddControlPoint(*image.ijk_to_ras((int(i), int(j), int(k))), "not body")
+    nodes = logic.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    op = logic.startSegmentation(volume, points, "vertebral-body", method="deep", forceCpu=True,
+                                 removePointsNode=remove, refineNode=segmentation)
+    refined = logic.run(op)
+    assert refined is segmentation and logic.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == nodes
+    (sid2,) = mrml.segment_ids(segmentation)
+    assert segmentation.GetSegmentation().GetSegment(sid2).GetName() == "L3"
+    assert mrml.mask_from_segment(segmentation, sid2, image)[k, j, i] == 0
+    with pytest.raises(SpineAIError, match="add / remove points refine the learned vertebral-body segmentation"):
+        logic.startSegmentation(volume, points, "vertebral-body", method="classic", removePointsNode=remove)

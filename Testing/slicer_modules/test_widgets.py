@@ -65,6 +65,27 @@ def test_setup_binds_the_panel_to_the_parameter_node(radiomics):
     assert p.mode == "vertebral-body"
 
 
+def test_refine_needs_a_result_corrective_points_and_the_learned_method(radiomics, scene):
+    widget, volume, points, vertebrae = radiomics
+    p, ui = widget._parameterNode, widget.ui
+    assert [text for text, _ in ui.methodComboBox._items] == ["auto", "deep", "classic"] and p.method == "auto"
+    p.lesionPoints = points
+    p.mode = "vertebral-body"
+    p.outputSegmentation = vertebrae
+    assert not ui.refineButton.enabled  # no corrective points yet
+    add = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Add")
+    add.AddControlPoint(0.0, 0.0, 0.0, "missed")
+    p.addPoints = add
+    assert ui.refineButton.enabled
+    p.method = "classic"
+    assert not ui.refineButton.enabled  # the level set takes no corrective clicks
+    p.method = "deep"
+    p.mode = "lesion"
+    assert not ui.refineButton.enabled
+    p.forceCpu = True
+    assert ui.forceCpuCheckBox.checked is True
+
+
 def test_exit_disconnects_and_enter_reconnects(radiomics):
     widget, volume, points, vertebrae = radiomics
     p, ui = widget._parameterNode, widget.ui
@@ -87,7 +108,8 @@ def test_segment_button_runs_in_the_background_and_adds_a_visible_segmentation(r
     _run_timer(widget)
     node = widget._parameterNode.outputSegmentation
     assert node is not None and scene.IsNodePresent(node), widget.ui.statusLabel.text
-    assert "created segmentation 'SpineAI phantom MET SpineAI lesions' with 1 segment(s)" in widget.ui.statusLabel.text
+    # The status line names the method and its time (lesions are always classic).
+    assert "created segmentation 'SpineAI phantom MET SpineAI lesions' (MET lesion L3: classic, " in widget.ui.statusLabel.text
     assert node.GetSegmentation().ContainsRepresentation("Closed surface")
     assert widget.ui.segmentButton.enabled and not widget.ui.cancelButton.enabled
 
