@@ -16,8 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
+import zlib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 
 import spineai
 from spineai.errors import SpineAIError
-from spineai.image import refuse_existing
+from spineai.output import atomic_write, refuse_existing, write_output_folder
 from spineai.featureset import DEFINITION_LIFEX, DEFINITION_PYRADIOMICS
 from spineai.models.estimators import FittedModel
 from spineai.models.ood import OODResult, check_ood
@@ -97,11 +96,15 @@ class ModelBundle:
     """A loaded, verified bundle. ``predict`` takes a mapping feature -> value (one case) or a
     Table / list of mappings (many cases)."""
 
-    def __init__(self, card: dict, model: FittedModel, source: str = "<memory>", sha256: str | None = None):
+    def __init__(self, card: dict, model: FittedModel, source: str = "<memory>", sha256: str | None = None,
+                 verified: bool = False):
         self.card = card
         self.model = model
         self.source = source
         self.sha256 = sha256
+        # True only when the bundle's sha256 is one the package's registry pins: the manifest proves
+        # the files agree with each other, not who made them.
+        self.verified = verified
 
     classes = property(lambda self: list(self.card["classes"]))
     feature_names = property(lambda self: list(self.card["features"]["names"]))
@@ -116,6 +119,11 @@ class ModelBundle:
             return ("DEMONSTRATION MODEL: trained on synthetic phantom lesions; its output means nothing "
                     "about real patients")
         return None
+
+    def unverified_warning(self) -> str:
+        return (f"UNVERIFIED MODEL: {self.source} is not a bundle SpineAI's registry lists (sha256 "
+                f"{(self.sha256 or 'unknown')[:12]}...); its files are intact but its origin is unknown: anyone can "
+                f"edit a bundle and recompute its manifest")
 
     def _matrix(self, features, feature_definition: str | None, impute: bool):
         from spineai.models.tables import Table, feature_matrix, match_features, table_from_records
@@ -159,6 +167,8 @@ class ModelBundle:
         for i in range(len(X)):
             order = np.argsort(-np.abs(contrib[i]), kind="stable")[:top]
             w = list(warnings)
+            if not self.verified:
+                w.insert(0, self.unverified_warning())
             if self.is_demonstration:
                 w.insert(0, self.banner())
             if not oods[i].in_distribution:
@@ -199,60 +209,93 @@ def _bundle_files(card: dict, model: FittedModel) -> dict[str, bytes]:
 
 
 def save_bundle(card: dict, model: FittedModel, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a bundle: a ``.zip`` file when the path ends so, else a folder. Atomic: a failure leaves
-    nothing behind, and an existing path is refused unless ``overwrite``."""
+    """Write a bundle: a ``.zip`` file when the path ends so, else a folder. Atomic and verified: a
+    failure leaves nothing behind, and an existing path is refused unless ``overwrite``."""
     path = refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
     files = _bundle_files(card, model)
-    if path.suffix.lower() == ".zip":
-        fd, tmp = tempfile.mkstemp(prefix=".spineai-", suffix=".zip", dir=path.parent)
-        os.close(fd)
-        try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-                for name in sorted(files):
-                    info = zipfile.ZipInfo(name, _ZIP_DATE)
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    zf.writestr(info, files[name])
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a bundle is meant to be shared
-            if path.is_dir():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    else:
-        tmpdir = Path(tempfile.mkdtemp(prefix=".spineai-", dir=path.parent))
-        try:
-            for name, data in files.items():
-                (tmpdir / name).write_bytes(data)
-            os.chmod(tmpdir, 0o755)
-            if path.exists():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            os.replace(tmpdir, path)
-        except BaseException:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-            raise
-    return path
+
+    def write_files(folder: Path) -> None:
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+
+    if path.suffix.lower() != ".zip":
+        return write_output_folder(path, write_files, overwrite)
+    if path.is_dir():
+        raise SpineAIError(f"{path} is a folder; a .zip bundle needs a file name")
+
+    def write_zip(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name in sorted(files):
+                info = zipfile.ZipInfo(name, _ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, files[name])
+
+    def same_as_written(tmp: Path) -> None:
+        if _read_files(tmp) != files:
+            raise ValueError("the bundle read back differs from the one written")
+
+    return atomic_write(path, write_zip, suffix=".zip", overwrite=overwrite, verify=same_as_written)
 
 
 # ------------------------------------------------------------------------------------------------
 # Loading
 
 
+# A bundle holds a card, a manifest and weights: small. These limits refuse a zip bomb from its
+# directory alone, before anything is decompressed; reading is capped as well.
+MAX_BUNDLE_BYTES = 512 << 20
+MAX_RATIO = 200
+_BUNDLE_NAMES = ALLOWED_FILES | {MANIFEST}
+
+
 def _read_files(path: Path) -> dict[str, bytes]:
     if path.is_dir():
-        return {p.name: p.read_bytes() for p in path.iterdir() if p.is_file() and not p.name.startswith(".")}
+        found = {p.name: p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")}
+        total = sum(p.stat().st_size for p in found.values())
+        if total > MAX_BUNDLE_BYTES:
+            raise SpineAIError(f"{path}: {total} bytes is too large for a model bundle (at most {MAX_BUNDLE_BYTES})")
+        return {n: p.read_bytes() for n, p in found.items()}
     if not path.is_file():
         raise SpineAIError(f"model bundle {path} does not exist")
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if any("/" in n or n.startswith(".") for n in names):
-                raise SpineAIError(f"{path}: unexpected paths inside the bundle: {', '.join(n for n in names if '/' in n)}")
-            return {n: zf.read(n) for n in names}
-    except zipfile.BadZipFile:
-        raise SpineAIError(f"{path} is neither a model bundle folder nor a zip file") from None
+            infos = zf.infolist()
+            _check_zip_directory(path, infos)
+            return {i.filename: _read_member(zf, i, path) for i in infos}
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise SpineAIError(f"{path} is not a readable model bundle: a damaged zip file or not a zip at all "
+                           f"({exc})") from None
+
+
+def _check_zip_directory(path: Path, infos) -> None:
+    names = [i.filename for i in infos]
+    odd = sorted(n for n in names if n not in _BUNDLE_NAMES)
+    if odd or len(set(names)) != len(names):
+        raise SpineAIError(f"{path}: unexpected entries inside the bundle: {', '.join(odd) or 'duplicate names'}")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_BUNDLE_BYTES:
+        raise SpineAIError(f"{path}: its files would unpack to {total} bytes, too large for a model bundle "
+                           f"(at most {MAX_BUNDLE_BYTES}); refusing to unpack it")
+    for i in infos:
+        if i.file_size > MAX_RATIO * max(i.compress_size, 1) and i.file_size > 1 << 20:
+            raise SpineAIError(f"{path}: {i.filename} would unpack {i.file_size / max(i.compress_size, 1):.0f} times "
+                               f"larger than stored (a zip bomb?); refusing to unpack it")
+
+
+def _read_member(zf: zipfile.ZipFile, info, path: Path) -> bytes:
+    """Decompress one member, stopping at its declared size (a lying header cannot exceed it)."""
+    out, left = [], info.file_size
+    with zf.open(info) as fh:
+        while True:
+            block = fh.read(min(1 << 20, left + 1))
+            if not block:
+                break
+            left -= len(block)
+            if left < 0:
+                raise SpineAIError(f"{path}: {info.filename} unpacks to more than its declared size; refusing it")
+            out.append(block)
+    return b"".join(out)
 
 
 def bundle_from_files(files: dict[str, bytes], source: str) -> ModelBundle:
@@ -305,15 +348,19 @@ def load_bundle(path_or_id: str | os.PathLike, registry=None) -> ModelBundle:
     Every file is checked against the manifest's sha256; a registry entry's sha256 is checked
     against the zip file (or the manifest of a folder) before that.
     """
-    p = Path(path_or_id)
-    if p.exists():
-        return bundle_from_files(_read_files(p), str(p))
     from spineai.models import registry as reg
 
-    entry_path, expected = reg.resolve(str(path_or_id), registry)
+    p = Path(path_or_id)
+    if p.exists():
+        entry_path, expected = p, None
+    else:
+        entry_path, expected = reg.resolve(str(path_or_id), registry)
     files = _read_files(entry_path)
     actual = sha256_file(entry_path) if entry_path.is_file() else sha256_bytes(files.get(MANIFEST, b""))
     if expected and actual != expected:
         raise SpineAIError(f"model {path_or_id!r} at {entry_path}: sha256 {actual} does not match the registry's "
                            f"{expected} (tampered or corrupt)")
-    return bundle_from_files(files, str(entry_path))
+    bundle = bundle_from_files(files, str(entry_path))
+    bundle.sha256 = actual
+    bundle.verified = actual in reg.pinned_sha256s(registry)
+    return bundle
