@@ -63,19 +63,34 @@ def cmd_features(args) -> int:
 
 
 def cmd_cohort(args) -> int:
-    from spineai.cohort import extract_cohort, read_manifest
+    from spineai.cohort import CohortStore, extract_cohort, output_lock, progress_path, read_manifest
     from spineai.image import check_output_path
     from spineai.progress import TextProgress
-    from spineai.radiomics import write_features_csv
+    from spineai.radiomics import load_parameters, write_features_csv
 
-    check_output_path(args.out, args.overwrite)
     cases = read_manifest(args.manifest)
-    results, ids, failures = extract_cohort(cases, args.params, args.skip_failures, TextProgress("features"))
-    for failure in failures:
-        print(f"skipped {failure.case.id}: {failure.error}", file=sys.stderr)
-    if not results:
-        raise SpineAIError(f"every one of the {len(cases)} cases failed; nothing written")
-    write_features_csv(results, args.out, overwrite=args.overwrite, ids=ids)
+    check_output_path(args.out, args.overwrite,
+                      inputs=[args.manifest, args.params, *(c.image for c in cases), *(c.mask for c in cases)])
+    params_sha256 = load_parameters(args.params).sha256
+    with output_lock(args.out):
+        db = progress_path(args.out)
+        if args.overwrite:
+            db.unlink(missing_ok=True)
+        store = CohortStore(db, params_sha256)
+        try:
+            before = len(store.finished(cases))
+            if before:
+                print(f"resuming: {before} of {len(cases)} cases were finished by an earlier run ({db.name})")
+            results, ids, failures = extract_cohort(cases, args.params, args.skip_failures, TextProgress("features"),
+                                                    store)
+        finally:
+            store.close()
+        for failure in failures:
+            print(f"skipped {failure.case.id}: {failure.error}", file=sys.stderr)
+        if not results:
+            raise SpineAIError(f"every one of the {len(cases)} cases failed; nothing written")
+        write_features_csv(results, args.out, overwrite=args.overwrite, ids=ids)
+        db.unlink()
     print(f"{len(results)} of {len(cases)} cases -> {args.out}" + (f" ({len(failures)} skipped)" if failures else ""))
     return 0
 

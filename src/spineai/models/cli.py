@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from spineai.errors import SpineAIError
+from spineai.errors import SpineAIError, warn
 from spineai.output import refuse_existing, refuse_input_as_output, write_output_folder
 
 
@@ -125,7 +125,7 @@ def cmd_evaluate(args) -> int:
     import numpy as np
 
     from spineai.models.bundle import load_bundle
-    from spineai.models.evaluation import metrics_with_ci
+    from spineai.models.evaluation import metrics_with_ci, small_sample_warnings
     from spineai.models.report import write_evaluation_report
     from spineai.models.tables import encode_labels, read_table
 
@@ -141,6 +141,8 @@ def cmd_evaluate(args) -> int:
     preds = bundle.predict(table, feature_definition=args.feature_definition, impute=args.impute == "median")
     probs = np.array([[p.probabilities[c] for c in bundle.classes] for p in preds])
     metrics = metrics_with_ci(probs, y, args.bootstrap, args.seed)
+    for w in small_sample_warnings(metrics, y, bundle.classes):
+        warn(w)
     n_ood = sum(not p.ood.in_distribution for p in preds)
     write_output_folder(out, lambda tmp: write_evaluation_report(tmp, bundle, probs, y, metrics,
                                                                  os.path.basename(args.table), n_ood),
@@ -148,9 +150,17 @@ def cmd_evaluate(args) -> int:
     if bundle.banner():
         print(bundle.banner())
     for k, m in metrics.items():
-        print(f"  {k:12s} {m['value']:.3f}  [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+        print(f"  {k:12s} {m['value']:.3f}  {_ci_text(m)}")
     print(f"report -> {out / 'report.html'}")
     return 0
+
+
+def _ci_text(m: dict) -> str:
+    import math
+
+    if not (math.isfinite(m["ci_low"]) and math.isfinite(m["ci_high"])):
+        return "[CI undefined]"
+    return f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
 
 
 def cmd_study(args) -> int:
