@@ -174,9 +174,10 @@ def verify_file(path: Path, kind: str) -> None:
         read_volume(path)
     elif kind in (".csv", ".tsv"):
         with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh, csv.excel_tab if kind == ".tsv" else csv.excel))
-        if not rows or len({len(r) for r in rows}) != 1:
-            raise ValueError("the CSV is cut short (rows of different lengths)")
+            text = fh.read()
+        rows = list(csv.reader(text.splitlines(), csv.excel_tab if kind == ".tsv" else csv.excel))
+        if not text.endswith("\n") or not rows or len({len(r) for r in rows}) != 1:
+            raise ValueError("the CSV is cut short (no final line end, or rows of different lengths)")
     elif kind == ".json":
         json.loads(path.read_text(encoding="utf-8"))
     elif kind == ".zip":
@@ -195,7 +196,9 @@ def verify_file(path: Path, kind: str) -> None:
 
 def _kind(name: str) -> str:
     low = name.lower()
-    return ".nii.gz" if low.endswith(".nii.gz") else os.path.splitext(low)[1]
+    if low.endswith(".nii.gz"):
+        return ".nii.gz"
+    return "." + low.rsplit(".", 1)[1] if "." in low else ""  # a bare suffix (".csv") counts too
 
 
 def _verified(tmp: Path, final: Path, kind: str, verify: Callable[[Path], None] | None = None) -> None:
