@@ -244,24 +244,40 @@ def _check_nifti(path: Path) -> None:
 
     if path.name.lower().endswith(".gz"):
         _check_gzip(path)
-    try:
-        img = nib.load(str(path))
-        header = img.header
-        raw = np.asarray(img.dataobj.get_unscaled())
-    except Exception as exc:  # nibabel raises many kinds for a damaged file
-        raise SpineAIError(f"cannot read {path} as an image: the NIfTI file is truncated or corrupt ({exc})") from None
-    ndim = min(3, raw.ndim)
-    pixdim = [float(v) for v in header["pixdim"][1 : 1 + ndim]]
+    pixdim = _raw_pixdim(path)
     zero = [ax for ax, v in zip("ijk", pixdim) if v == 0 or not np.isfinite(v)]
     if zero:
         raise SpineAIError(f"{path}: the NIfTI header gives no voxel size along {', '.join(zero)} (pixdim "
                            f"{pixdim}); SimpleITK would silently use 1 mm. Fix the header's pixdim")
+    try:
+        raw = np.asarray(nib.load(str(path)).dataobj.get_unscaled())
+    except Exception as exc:  # nibabel raises many kinds for a damaged file
+        raise SpineAIError(f"cannot read {path} as an image: the NIfTI file is truncated or corrupt ({exc})") from None
     if np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.complexfloating):
         bad = ~np.isfinite(raw)
         if bad.any():
             first = tuple(int(v) for v in np.argwhere(bad)[0][:3])
             raise SpineAIError(f"{path} has {int(bad.sum())} NaN or infinite voxel(s), the first at voxel "
                                f"(i, j, k) = {first}: fill or mask them before segmenting or extracting features")
+
+
+def _raw_pixdim(path: Path) -> list[float]:
+    """The spatial pixdim as stored: nibabel's loader replaces zeros by 1 (as SimpleITK does)."""
+    import gzip
+    import struct
+
+    with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as fh:
+        head = fh.read(540)
+    for order in "<>":
+        size = struct.unpack(order + "i", head[:4])[0] if len(head) >= 4 else 0
+        if size == 348 and len(head) >= 348:
+            dim, pixdim = struct.unpack(order + "8h", head[40:56]), struct.unpack(order + "8f", head[76:108])
+        elif size == 540 and len(head) >= 540:
+            dim, pixdim = struct.unpack(order + "8q", head[16:80]), struct.unpack(order + "8d", head[104:168])
+        else:
+            continue
+        return [float(v) for v in pixdim[1 : 1 + max(0, min(3, int(dim[0])))]]
+    raise SpineAIError(f"cannot read {path} as an image: the NIfTI header is truncated or corrupt")
 
 
 def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
@@ -376,11 +392,6 @@ def mask_from_labelmap(labels: Volume, label: int | Iterable[int] | None = None,
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)):
             raise SpineAIError(f"the {what} contains NaN or infinite values")
-    if label is None:
-        mask = arr != 0
-        if not mask.any():
-            raise SpineAIError(f"the {what} is empty: no voxel is non-zero")
-        return mask
         fractional = arr != np.round(arr)
         if fractional.any():
             raise SpineAIError(
@@ -388,6 +399,11 @@ def mask_from_labelmap(labels: Volume, label: int | Iterable[int] | None = None,
                 f"{float(arr[fractional].flat[0]):g}), as a resampled or probability map has: a {what} must hold "
                 f"whole-number labels and SpineAI does not guess a threshold; threshold it first (e.g. >= 0.5)"
             )
+    if label is None:
+        mask = arr != 0
+        if not mask.any():
+            raise SpineAIError(f"the {what} is empty: no voxel is non-zero")
+        return mask
     wanted = [int(label)] if np.isscalar(label) else [int(v) for v in label]
     mask = np.isin(arr, wanted)
     if not mask.any():
