@@ -167,7 +167,6 @@ def cmd_study(args) -> int:
     from spineai.models.study import best_rows, run_study
 
     refuse_input_as_output(args.out, [args.table])
-
     s = run_study(args.table, args.label_column, args.out, folds=args.folds, seed=args.seed, n_boot=args.bootstrap,
                   iterations=args.iterations, learning_rates=args.learning_rates, with_auto=args.auto,
                   group_column=args.group_column, exclude=args.exclude, impute=args.impute, overwrite=args.overwrite,

@@ -9,6 +9,7 @@ Nothing is fetched at import time; downloads resume (HTTP Range) and are verifie
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -18,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from spineai.errors import SpineAIError
-from spineai.output import atomic_write, clean_stale_temps, publish, temp_prefix, user_mode, write_output_folder
+from spineai.output import atomic_write, publish, user_mode, write_output_folder
 from spineai.progress import report
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "resources" / "models"
@@ -235,8 +236,8 @@ def install(source: str, sha256: str | None = None, registry: str | os.PathLike 
         write_output_folder(target, copy, overwrite=True)
         digest = bundle.sha256
     else:
-        clean_stale_temps(d)
-        staging = d / f"{temp_prefix()}staging.zip"
+        # Named after the source, so that a download cut short resumes when the command is run again.
+        staging = d / f".download-{hashlib.sha256(source.encode()).hexdigest()[:16]}.zip"
         try:
             download(source, staging, sha256, progress)
             bundle = load_bundle(staging)
@@ -250,7 +251,6 @@ def install(source: str, sha256: str | None = None, registry: str | os.PathLike 
             publish(staging, target, overwrite)
         finally:
             staging.unlink(missing_ok=True)
-            staging.with_name(staging.name + ".part").unlink(missing_ok=True)
     e = {"id": mid, "version": version, "path": str(target), "sha256": digest,
          "description": bundle.card.get("description", ""), "demonstration": bundle.is_demonstration,
          "feature_definition": bundle.feature_definition, "source": source}
