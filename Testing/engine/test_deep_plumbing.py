@@ -64,7 +64,7 @@ def test_bundle_round_trip_gives_the_same_outputs(tmp_path):
         x = torch.randn(1, 2, 16, 16, 16)
         with torch.no_grad():
             assert torch.equal(net(x), loaded.network(x))
-        assert not loaded.network.training and not loaded.pinned
+        assert not loaded.network.training and not loaded.verified
     with pytest.raises(SpineAIError, match="not a 'classification' model"):
         load_torch_bundle(tmp_path / "b.zip", task="classification")
     with pytest.raises(SpineAIError, match="exists"):

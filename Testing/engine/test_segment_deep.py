@@ -43,7 +43,7 @@ def validation_case(card):
 
 def test_shipped_bundle_is_pinned_and_described(card):
     bundle = load_torch_bundle(DEFAULT_MODEL)
-    assert bundle.pinned, "the shipped model must be pinned by sha256 in the registry"
+    assert bundle.verified, "the shipped model must be pinned by sha256 in the registry"
     assert card["task"] == "click-segmentation" and not card["demonstration"]
     assert set(card["training"]["train_cases"]).isdisjoint(card["training"]["validation_cases"])
     assert len(card["training"]["validation_cases"]) >= 12

@@ -74,4 +74,4 @@ def test_train_pause_resume_bundle_and_ship(tmp_path, monkeypatch):
     assert listed == [entry] and entry["task"] == "click-segmentation"
     from spineai.deep.bundle import load_torch_bundle
 
-    assert load_torch_bundle(entry["id"], registry=registry).pinned
+    assert load_torch_bundle(entry["id"], registry=registry).verified

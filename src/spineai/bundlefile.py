@@ -11,21 +11,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import spineai
 from spineai.errors import SpineAIError
-from spineai.image import refuse_existing
+from spineai.output import atomic_write, refuse_existing, write_output_folder
 
 BUNDLE_FORMAT = "spineai-model-bundle"
 BUNDLE_FORMAT_VERSION = 1
 CARD = "model.json"
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
+BOOSTER = "booster.json"
+# Every file name a bundle of any kind may hold; each kind of bundle allows a subset (verify_files).
+KNOWN_FILES = {CARD, MANIFEST, WEIGHTS, BOOSTER}
+# A bundle holds a card, a manifest and weights: small. These limits refuse a zip bomb from its
+# directory alone, before anything is decompressed; reading is capped as well.
+MAX_BUNDLE_BYTES = 512 << 20
+MAX_RATIO = 200
 # A fixed timestamp makes a zip's bytes (and so its sha256) depend on the content only.
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
@@ -60,55 +66,82 @@ def pack_files(card: dict, payload: Mapping[str, bytes]) -> dict[str, bytes]:
 
 
 def write_files(files: Mapping[str, bytes], path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a bundle: a ``.zip`` file when the path ends so, else a folder. Atomic: a failure leaves
-    nothing behind, and an existing path is refused unless ``overwrite``."""
+    """Write a bundle: a ``.zip`` file when the path ends so, else a folder. Atomic and verified: a
+    failure leaves nothing behind, and an existing path is refused unless ``overwrite``."""
     path = refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".zip":
-        fd, tmp = tempfile.mkstemp(prefix=".spineai-", suffix=".zip", dir=path.parent)
-        os.close(fd)
-        try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-                for name in sorted(files):
-                    info = zipfile.ZipInfo(name, _ZIP_DATE)
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    zf.writestr(info, files[name])
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a bundle is meant to be shared
-            if path.is_dir():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    else:
-        tmpdir = Path(tempfile.mkdtemp(prefix=".spineai-", dir=path.parent))
-        try:
-            for name, data in files.items():
-                (tmpdir / name).write_bytes(data)
-            os.chmod(tmpdir, 0o755)
-            if path.exists():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            os.replace(tmpdir, path)
-        except BaseException:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-            raise
-    return path
+
+    def write_folder(folder: Path) -> None:
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+
+    if path.suffix.lower() != ".zip":
+        return write_output_folder(path, write_folder, overwrite)
+    if path.is_dir():
+        raise SpineAIError(f"{path} is a folder; a .zip bundle needs a file name")
+
+    def write_zip(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name in sorted(files):
+                info = zipfile.ZipInfo(name, _ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, files[name])
+
+    def same_as_written(tmp: Path) -> None:
+        if read_files(tmp) != dict(files):
+            raise ValueError("the bundle read back differs from the one written")
+
+    return atomic_write(path, write_zip, suffix=".zip", overwrite=overwrite, verify=same_as_written)
 
 
 def read_files(path: Path) -> dict[str, bytes]:
+    path = Path(path)
     if path.is_dir():
-        return {p.name: p.read_bytes() for p in path.iterdir() if p.is_file() and not p.name.startswith(".")}
+        found = {p.name: p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")}
+        total = sum(p.stat().st_size for p in found.values())
+        if total > MAX_BUNDLE_BYTES:
+            raise SpineAIError(f"{path}: {total} bytes is too large for a model bundle (at most {MAX_BUNDLE_BYTES})")
+        return {n: p.read_bytes() for n, p in found.items()}
     if not path.is_file():
         raise SpineAIError(f"model bundle {path} does not exist")
     try:
         with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-            if any("/" in n or n.startswith(".") for n in names):
-                raise SpineAIError(f"{path}: unexpected paths inside the bundle: {', '.join(n for n in names if '/' in n)}")
-            return {n: zf.read(n) for n in names}
-    except zipfile.BadZipFile:
-        raise SpineAIError(f"{path} is neither a model bundle folder nor a zip file") from None
+            infos = zf.infolist()
+            _check_zip_directory(path, infos)
+            return {i.filename: _read_member(zf, i, path) for i in infos}
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise SpineAIError(f"{path} is not a readable model bundle: a damaged zip file or not a zip at all "
+                           f"({exc})") from None
+
+
+def _check_zip_directory(path: Path, infos) -> None:
+    names = [i.filename for i in infos]
+    odd = sorted(n for n in names if n not in KNOWN_FILES)
+    if odd or len(set(names)) != len(names):
+        raise SpineAIError(f"{path}: unexpected entries inside the bundle: {', '.join(odd) or 'duplicate names'}")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_BUNDLE_BYTES:
+        raise SpineAIError(f"{path}: its files would unpack to {total} bytes, too large for a model bundle "
+                           f"(at most {MAX_BUNDLE_BYTES}); refusing to unpack it")
+    for i in infos:
+        if i.file_size > MAX_RATIO * max(i.compress_size, 1) and i.file_size > 1 << 20:
+            raise SpineAIError(f"{path}: {i.filename} would unpack {i.file_size / max(i.compress_size, 1):.0f} times "
+                               f"larger than stored (a zip bomb?); refusing to unpack it")
+
+
+def _read_member(zf: zipfile.ZipFile, info, path: Path) -> bytes:
+    """Decompress one member, stopping at its declared size (a lying header cannot exceed it)."""
+    out, left = [], info.file_size
+    with zf.open(info) as fh:
+        while True:
+            block = fh.read(min(1 << 20, left + 1))
+            if not block:
+                break
+            left -= len(block)
+            if left < 0:
+                raise SpineAIError(f"{path}: {info.filename} unpacks to more than its declared size; refusing it")
+            out.append(block)
+    return b"".join(out)
 
 
 def verify_files(files: Mapping[str, bytes], source: str, allowed: Iterable[str]) -> dict:
@@ -151,20 +184,23 @@ def verify_files(files: Mapping[str, bytes], source: str, allowed: Iterable[str]
     return card
 
 
-def read_bundle(path_or_id: str | os.PathLike, registry=None) -> tuple[dict[str, bytes], str, str | None]:
-    """The files of a bundle folder, .zip or registry id (installed or bundled), with its source and
-    the registry's pinned sha256 checked against the zip file (or a folder's manifest) first.
+def read_bundle(path_or_id: str | os.PathLike, registry=None) -> tuple[dict[str, bytes], str, str, bool]:
+    """The files of a bundle folder, .zip or registry id (installed or bundled).
 
-    Returns (files, source, pinned sha256 or None when the bundle was given as a path)."""
-    p = Path(path_or_id)
-    if p.exists():
-        return read_files(p), str(p), None
+    A registry id's pinned sha256 is checked against the zip file (or a folder's manifest) first.
+    Returns (files, source, sha256, verified): ``verified`` is True only for a bundle whose sha256
+    the package's registry pins; any other bundle (a file given by path, an edited card with a
+    recomputed manifest) is unverified, whatever its manifest says."""
     from spineai.models import registry as reg
 
-    entry_path, expected = reg.resolve(str(path_or_id), registry)
+    p = Path(path_or_id)
+    if p.exists():
+        entry_path, expected = p, None
+    else:
+        entry_path, expected = reg.resolve(str(path_or_id), registry)
     files = read_files(entry_path)
     actual = sha256_file(entry_path) if entry_path.is_file() else sha256_bytes(files.get(MANIFEST, b""))
     if expected and actual != expected:
         raise SpineAIError(f"model {path_or_id!r} at {entry_path}: sha256 {actual} does not match the registry's "
                            f"{expected} (tampered or corrupt)")
-    return files, str(entry_path), expected
+    return files, str(entry_path), actual, actual in reg.pinned_sha256s(registry)

@@ -7,11 +7,17 @@ never pay for torch or MONAI.
 from __future__ import annotations
 
 import argparse
+import errno
+import json
+import os
 import sys
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 from spineai import RESEARCH_USE_NOTICE, __version__
-from spineai.errors import SpineAIError
+from spineai.errors import SpineAIError, SpineAIWarning
 
 
 def _triple(text: str) -> tuple[float, float, float]:
@@ -31,7 +37,7 @@ def cmd_segment(args) -> int:
     from spineai.image import read_volume, seed_to_index, write_volume, check_output_path
     from spineai.segment import segment
 
-    check_output_path(args.out, args.overwrite)  # refuse before any work
+    check_output_path(args.out, args.overwrite, inputs=[args.image, args.within])  # refuse before any work
     image = read_volume(args.image)
     space = "ijk" if args.ijk else "ras"
     seed = seed_to_index(image, args.seed, space)
@@ -79,7 +85,7 @@ def cmd_features(args) -> int:
     from spineai.image import read_volume, check_output_path
     from spineai.radiomics import extract_features, write_features_csv
 
-    check_output_path(args.out, args.overwrite)
+    check_output_path(args.out, args.overwrite, inputs=[args.image, args.mask, args.params])
     image = read_volume(args.image)
     mask = read_volume(args.mask)
     result = extract_features(image, mask, label=args.label, params=args.params)
@@ -89,19 +95,34 @@ def cmd_features(args) -> int:
 
 
 def cmd_cohort(args) -> int:
-    from spineai.cohort import extract_cohort, read_manifest
+    from spineai.cohort import CohortStore, extract_cohort, output_lock, progress_path, read_manifest
     from spineai.image import check_output_path
     from spineai.progress import TextProgress
-    from spineai.radiomics import write_features_csv
+    from spineai.radiomics import load_parameters, write_features_csv
 
-    check_output_path(args.out, args.overwrite)
     cases = read_manifest(args.manifest)
-    results, ids, failures = extract_cohort(cases, args.params, args.skip_failures, TextProgress("features"))
-    for failure in failures:
-        print(f"skipped {failure.case.id}: {failure.error}", file=sys.stderr)
-    if not results:
-        raise SpineAIError(f"every one of the {len(cases)} cases failed; nothing written")
-    write_features_csv(results, args.out, overwrite=args.overwrite, ids=ids)
+    check_output_path(args.out, args.overwrite,
+                      inputs=[args.manifest, args.params, *(c.image for c in cases), *(c.mask for c in cases)])
+    params_sha256 = load_parameters(args.params).sha256
+    with output_lock(args.out):
+        db = progress_path(args.out)
+        if args.overwrite:
+            db.unlink(missing_ok=True)
+        store = CohortStore(db, params_sha256)
+        try:
+            before = len(store.finished(cases))
+            if before:
+                print(f"resuming: {before} of {len(cases)} cases were finished by an earlier run ({db.name})")
+            results, ids, failures = extract_cohort(cases, args.params, args.skip_failures, TextProgress("features"),
+                                                    store)
+        finally:
+            store.close()
+        for failure in failures:
+            print(f"skipped {failure.case.id}: {failure.error}", file=sys.stderr)
+        if not results:
+            raise SpineAIError(f"every one of the {len(cases)} cases failed; nothing written")
+        write_features_csv(results, args.out, overwrite=args.overwrite, ids=ids)
+        db.unlink()
     print(f"{len(results)} of {len(cases)} cases -> {args.out}" + (f" ({len(failures)} skipped)" if failures else ""))
     return 0
 
@@ -222,17 +243,61 @@ def _join_negative_seed(argv: list[str]) -> list[str]:
 _POINT_OPTIONS = ("--seed", "--add-point", "--remove-point")
 
 
+def _fault_message(exc: BaseException) -> str:
+    """One line for an ordinary fault of the machine or the input (not a bug of SpineAI)."""
+    if isinstance(exc, OSError):
+        reason = {errno.ENOSPC: "the disk is full", errno.EROFS: "the disk is read-only",
+                  errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+                  errno.EDQUOT: "the disk quota is exceeded"}.get(exc.errno) or exc.strerror or str(exc)
+        return f"{reason} ({exc.filename})" if exc.filename else reason
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8 "
+                f"(e.g. 'CSV UTF-8' in a spreadsheet program)")
+    if isinstance(exc, zipfile.BadZipFile):
+        return f"a damaged or non-zip file where a zip was expected ({exc})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON ({exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# Faults of the input or of the machine: one line, no traceback. Anything else is a bug.
+ORDINARY_FAULTS = (OSError, ValueError, UnicodeError, zipfile.BadZipFile, EOFError, zlib.error, MemoryError)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = _join_negative_seed(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("SPINEAI_DEBUG", "") not in ("", "0")
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SpineAIWarning)
+            warnings.showwarning = _show_warning(args.command)
+            return int(args.func(args) or 0)
     except SpineAIError as exc:
         print(f"spineai {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"spineai {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ORDINARY_FAULTS as exc:
+        if debug:
+            raise
+        print(f"spineai {args.command}: error: {_fault_message(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"spineai {args.command}: internal error: {type(exc).__name__}: {exc} (a bug in SpineAI: run again "
+              f"with SPINEAI_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 3
+
+
+def _show_warning(command: str):
+    def show(message, category, filename, lineno, file=None, line=None):
+        prefix = "warning" if issubclass(category, SpineAIWarning) else f"{category.__name__}"
+        print(f"spineai {command}: {prefix}: {message}", file=sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

@@ -77,7 +77,8 @@ def run_demo(out_dir: str | Path, overwrite: bool = False, seed: int = 0, kind: 
         "classification": prediction.to_dict(),
         "files": {key: p.name for key, p in paths.items()},
     }
-    atomic_write(paths["summary"], lambda tmp: tmp.write_text(json.dumps(summary, indent=2)), suffix=".json")
+    atomic_write(paths["summary"], lambda tmp: tmp.write_text(json.dumps(summary, indent=2)), suffix=".json",
+                 overwrite=overwrite)
     report(progress, steps, steps, "done")
     lines = [
         f"SpineAI {__version__} demo -> {out}",

@@ -12,7 +12,6 @@ Conventions (those of ITK / SimpleITK, so that no axis is ever flipped by accide
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -20,6 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from spineai.errors import SpineAIError
+from spineai.output import atomic_write, check_output_path, refuse_existing  # noqa: F401 (the writers' home)
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -152,6 +152,19 @@ def require_finite(volume: Volume, what: str = "image") -> None:
             )
 
 
+def require_not_mask(image: Volume, what: str = "image") -> None:
+    """Refuse an 'image' with at most two voxel values: that is a mask (image and mask swapped?)."""
+    arr = image.array
+    lo, hi = arr.min(), arr.max()
+    if lo == hi:
+        raise SpineAIError(f"the {what} is constant (every voxel is {lo:g}): there is nothing to measure")
+    if np.all((arr == lo) | (arr == hi)):
+        raise SpineAIError(
+            f"the {what} holds only the values {lo:g} and {hi:g}: it is a mask, not a scan; were the image "
+            f"and the mask given in the wrong order? (the image comes first)"
+        )
+
+
 def require_same_geometry(a: Volume, b: Volume, what_a: str = "image", what_b: str = "mask") -> None:
     if not a.same_geometry(b):
         raise SpineAIError(
@@ -197,12 +210,74 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None) -> Volum
         raise SpineAIError(f"no such file or folder: {path}")
     if path.is_dir():
         return _read_dicom_series(path, series_uid)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti(path)
+    elif path.name.lower().endswith(".gz"):
+        _check_gzip(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
         raise SpineAIError(f"cannot read {path} as an image ({first})") from None
     return Volume.from_sitk(image)
+
+
+def _check_gzip(path: Path) -> None:
+    """Decompress the whole file once: a truncated or damaged gzip fails its length / CRC check
+    (SimpleITK would read the missing part as zeros)."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SpineAIError(f"cannot read {path} as an image: the file is truncated or corrupt ({exc}); "
+                           f"copy it again from its source") from None
+
+
+def _check_nifti(path: Path) -> None:
+    """What SimpleITK reads silently wrong in a NIfTI file: a truncated file (missing voxels read as
+    zeros), NaN / infinite voxels (read as 0) and a zero voxel size (read as 1 mm)."""
+    import nibabel as nib
+
+    if path.name.lower().endswith(".gz"):
+        _check_gzip(path)
+    pixdim = _raw_pixdim(path)
+    zero = [ax for ax, v in zip("ijk", pixdim) if v == 0 or not np.isfinite(v)]
+    if zero:
+        raise SpineAIError(f"{path}: the NIfTI header gives no voxel size along {', '.join(zero)} (pixdim "
+                           f"{pixdim}); SimpleITK would silently use 1 mm. Fix the header's pixdim")
+    try:
+        raw = np.asarray(nib.load(str(path)).dataobj.get_unscaled())
+    except Exception as exc:  # nibabel raises many kinds for a damaged file
+        raise SpineAIError(f"cannot read {path} as an image: the NIfTI file is truncated or corrupt ({exc})") from None
+    if np.issubdtype(raw.dtype, np.floating) or np.issubdtype(raw.dtype, np.complexfloating):
+        bad = ~np.isfinite(raw)
+        if bad.any():
+            first = tuple(int(v) for v in np.argwhere(bad)[0][:3])
+            raise SpineAIError(f"{path} has {int(bad.sum())} NaN or infinite voxel(s), the first at voxel "
+                               f"(i, j, k) = {first}: fill or mask them before segmenting or extracting features")
+
+
+def _raw_pixdim(path: Path) -> list[float]:
+    """The spatial pixdim as stored: nibabel's loader replaces zeros by 1 (as SimpleITK does)."""
+    import gzip
+    import struct
+
+    with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as fh:
+        head = fh.read(540)
+    for order in "<>":
+        size = struct.unpack(order + "i", head[:4])[0] if len(head) >= 4 else 0
+        if size == 348 and len(head) >= 348:
+            dim, pixdim = struct.unpack(order + "8h", head[40:56]), struct.unpack(order + "8f", head[76:108])
+        elif size == 540 and len(head) >= 540:
+            dim, pixdim = struct.unpack(order + "8q", head[16:80]), struct.unpack(order + "8d", head[104:168])
+        else:
+            continue
+        return [float(v) for v in pixdim[1 : 1 + max(0, min(3, int(dim[0])))]]
+    raise SpineAIError(f"cannot read {path} as an image: the NIfTI header is truncated or corrupt")
 
 
 def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
@@ -221,6 +296,7 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
     elif series_uid not in uids:
         raise SpineAIError(f"series {series_uid} is not in {folder}; it holds: " + ", ".join(uids))
     files = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
+    _check_series_slices(folder, series_uid, files, uids)
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
@@ -232,37 +308,64 @@ def _read_dicom_series(folder: Path, series_uid: str | None) -> Volume:
     return Volume.from_sitk(image)
 
 
-def refuse_existing(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse to replace a file or folder the user already has unless they said so."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise SpineAIError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
-    return path
+_UNCOMPRESSED_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
 
 
-def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """An output *file* path: refused if it exists (unless ``overwrite``) or is a folder."""
-    path = refuse_existing(path, overwrite)
-    if path.is_dir():
-        raise SpineAIError(f"{path} is a folder, not a file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+def _check_series_slices(folder: Path, series_uid: str, files, all_uids) -> None:
+    """Refuse a series with an unreadable slice, a slice cut short, or a gap / uneven spacing
+    (a missing or rejected slice): SimpleITK would stretch the volume over the gap silently."""
+    import pydicom
+
+    def names(paths):
+        paths = list(paths)
+        return ", ".join(Path(p).name for p in paths[:8]) + (f" and {len(paths) - 8} more" if len(paths) > 8 else "")
+
+    unreadable, short, where = [], [], []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f)
+        except Exception:  # pydicom raises many kinds for a damaged file
+            unreadable.append(f)
+            continue
+        syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+        if "PixelData" in ds and syntax in _UNCOMPRESSED_SYNTAXES:
+            need = int(ds.Rows) * int(ds.Columns) * int(getattr(ds, "SamplesPerPixel", 1)) * \
+                int(ds.BitsAllocated) // 8 * int(getattr(ds, "NumberOfFrames", 1) or 1)
+            if len(ds.PixelData) < need:
+                short.append(f)
+        pos, ori = getattr(ds, "ImagePositionPatient", None), getattr(ds, "ImageOrientationPatient", None)
+        if pos is not None and ori is not None and len(pos) == 3 and len(ori) == 6:
+            normal = np.cross(np.asarray(ori[:3], float), np.asarray(ori[3:], float))
+            where.append((float(np.dot(normal, np.asarray(pos, float))), f))
+    if unreadable or short:
+        raise SpineAIError(f"the DICOM series {series_uid} in {folder} has damaged slice file(s): "
+                           + "; ".join(t for t in (unreadable and f"unreadable: {names(unreadable)}",
+                                                    short and f"pixel data cut short: {names(short)}") if t))
+    if len(where) != len(files) or len(where) < 3:
+        return  # no positions to check (or too few slices to define a spacing)
+    where.sort()
+    gaps = np.diff([w for w, _ in where])
+    step = float(np.median(gaps))
+    odd = [n for n, g in enumerate(gaps) if abs(g - step) > max(0.01, 0.02 * abs(step))]
+    if step == 0 or odd:
+        n = odd[0] if odd else 0
+        listed = {os.path.abspath(f) for u in all_uids for f in _series_files(folder, u)}
+        strays = [p for p in sorted(folder.iterdir()) if p.is_file() and os.path.abspath(p) not in listed]
+        raise SpineAIError(
+            f"the DICOM series {series_uid} in {folder} has uneven slice spacing: {gaps[n]:.3f} mm between "
+            f"{Path(where[n][1]).name} and {Path(where[n + 1][1]).name} where the other slices are {step:.3f} mm "
+            f"apart ({len(odd)} irregular gap(s)); a slice is missing or unreadable"
+            + (f"; files in the folder outside any readable series: {names(strays)}" if strays else ""))
 
 
-def atomic_write(path: Path, write, suffix: str | None = None) -> None:
-    """Write through ``write(tmp_path)`` then rename, so a failure never leaves half a file."""
-    suffix = suffix if suffix is not None else "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=".spineai-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _series_files(folder: Path, uid: str) -> list[str]:
+    import SimpleITK as sitk
+
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
 
 
 def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a volume; the file is read back and compared voxel by voxel before it replaces anything."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -271,7 +374,15 @@ def write_volume(volume: Volume, path: str | os.PathLike, overwrite: bool = Fals
     path = check_output_path(path, overwrite)
     image = volume.to_sitk()
     ext = next(e for e in VOLUME_EXTENSIONS if path.name.lower().endswith(e))
-    atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True), suffix=ext)
+
+    def same_as_written(tmp: Path) -> None:
+        back = read_volume(tmp)
+        want = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
+        if back.array.shape != want.shape or not np.array_equal(back.array, want):
+            raise ValueError("the voxels read back differ from those written")
+
+    atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True), suffix=ext,
+                 overwrite=overwrite, verify=same_as_written)
     return path
 
 
@@ -281,6 +392,13 @@ def mask_from_labelmap(labels: Volume, label: int | Iterable[int] | None = None,
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)):
             raise SpineAIError(f"the {what} contains NaN or infinite values")
+        fractional = arr != np.round(arr)
+        if fractional.any():
+            raise SpineAIError(
+                f"the {what} has {int(fractional.sum())} voxel(s) with fractional values (e.g. "
+                f"{float(arr[fractional].flat[0]):g}), as a resampled or probability map has: a {what} must hold "
+                f"whole-number labels and SpineAI does not guess a threshold; threshold it first (e.g. >= 0.5)"
+            )
     if label is None:
         mask = arr != 0
         if not mask.any():

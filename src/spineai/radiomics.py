@@ -41,6 +41,7 @@ from spineai.image import (
     atomic_write,
     check_output_path,
     mask_from_labelmap,
+    require_not_mask,
     require_finite,
     require_same_geometry,
 )
@@ -272,6 +273,7 @@ def _validated_roi(image: Volume, mask: Volume, label: int, ps: ParameterSet):
         raise SpineAIError(f"the image must hold numbers, got voxels of type {image.array.dtype}")
     require_same_geometry(image, mask, "image", "mask")
     require_finite(image, "image")
+    require_not_mask(image)
     if not mask.array.any():
         raise SpineAIError("the mask is empty: no voxel is non-zero, so there is no region to describe")
     roi = mask_from_labelmap(mask, int(label), what="mask")
@@ -522,7 +524,7 @@ def write_features_csv(
                 row += [_cell(r.provenance.get(k)) for k in prov_keys]
                 writer.writerow(row)
 
-    atomic_write(path, write, suffix=".csv")
+    atomic_write(path, write, suffix=".csv", overwrite=overwrite)
     return path
 
 

@@ -64,6 +64,6 @@ def save_overlay_png(
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"), suffix=".png")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"), suffix=".png", overwrite=overwrite)
     plt.close(fig)
     return path

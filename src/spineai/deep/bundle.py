@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from spineai.bundlefile import WEIGHTS, pack_files, read_bundle, sha256_bytes, verify_files, write_files, MANIFEST
+from spineai.bundlefile import WEIGHTS, pack_files, read_bundle, verify_files, write_files
 from spineai.errors import SpineAIError
 
 # The only classes a card may name. A new architecture is added here, in code, on purpose.
@@ -47,7 +47,7 @@ class TorchBundle:
     network: object  # torch.nn.Module, in eval mode
     source: str
     sha256: str
-    pinned: bool  # True when a registry entry pinned the bundle's sha256
+    verified: bool  # True only when the package's registry pins the bundle's sha256
 
     @property
     def is_demonstration(self) -> bool:
@@ -68,7 +68,7 @@ def load_torch_bundle(path_or_id: str | os.PathLike, task: str | None = None, re
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
-    files, source, pinned = read_bundle(path_or_id, registry)
+    files, source, sha256, verified = read_bundle(path_or_id, registry)
     card = verify_files(files, source, {WEIGHTS})
     if task is not None and card.get("task") != task:
         raise SpineAIError(f"{source} is a {card.get('task')!r} model, not a {task!r} model")
@@ -85,4 +85,4 @@ def load_torch_bundle(path_or_id: str | os.PathLike, task: str | None = None, re
         raise SpineAIError(f"{source}: the weights do not fit the network the card describes: "
                            f"{str(exc).splitlines()[0]}") from None
     network.eval()
-    return TorchBundle(card, network, source, sha256_bytes(files[MANIFEST]), pinned is not None)
+    return TorchBundle(card, network, source, sha256, verified)

@@ -21,13 +21,12 @@ from typing import Mapping
 import numpy as np
 
 from spineai.errors import SpineAIError
-from spineai.bundlefile import (CARD, MANIFEST, WEIGHTS, parse_version, pack_files, read_bundle,  # noqa: F401
+from spineai.bundlefile import (BOOSTER, CARD, MANIFEST, WEIGHTS, parse_version, pack_files, read_bundle,  # noqa: F401
                                 read_files as _read_files, sha256_bytes, sha256_file, verify_files, write_files)
 from spineai.featureset import DEFINITION_LIFEX, DEFINITION_PYRADIOMICS
 from spineai.models.estimators import FittedModel
 from spineai.models.ood import OODResult, check_ood
 
-BOOSTER = "booster.json"
 ALLOWED_FILES = {CARD, WEIGHTS, BOOSTER}
 
 
@@ -65,11 +64,15 @@ class ModelBundle:
     """A loaded, verified bundle. ``predict`` takes a mapping feature -> value (one case) or a
     Table / list of mappings (many cases)."""
 
-    def __init__(self, card: dict, model: FittedModel, source: str = "<memory>", sha256: str | None = None):
+    def __init__(self, card: dict, model: FittedModel, source: str = "<memory>", sha256: str | None = None,
+                 verified: bool = False):
         self.card = card
         self.model = model
         self.source = source
         self.sha256 = sha256
+        # True only when the bundle's sha256 is one the package's registry pins: the manifest proves
+        # the files agree with each other, not who made them.
+        self.verified = verified
 
     classes = property(lambda self: list(self.card["classes"]))
     feature_names = property(lambda self: list(self.card["features"]["names"]))
@@ -84,6 +87,11 @@ class ModelBundle:
             return ("DEMONSTRATION MODEL: trained on synthetic phantom lesions; its output means nothing "
                     "about real patients")
         return None
+
+    def unverified_warning(self) -> str:
+        return (f"UNVERIFIED MODEL: {self.source} is not a bundle SpineAI's registry lists (sha256 "
+                f"{(self.sha256 or 'unknown')[:12]}...); its files are intact but its origin is unknown: anyone can "
+                f"edit a bundle and recompute its manifest")
 
     def _matrix(self, features, feature_definition: str | None, impute: bool):
         from spineai.models.tables import Table, feature_matrix, match_features, table_from_records
@@ -127,6 +135,8 @@ class ModelBundle:
         for i in range(len(X)):
             order = np.argsort(-np.abs(contrib[i]), kind="stable")[:top]
             w = list(warnings)
+            if not self.verified:
+                w.insert(0, self.unverified_warning())
             if self.is_demonstration:
                 w.insert(0, self.banner())
             if not oods[i].in_distribution:
@@ -164,8 +174,8 @@ def _bundle_files(card: dict, model: FittedModel) -> dict[str, bytes]:
 
 
 def save_bundle(card: dict, model: FittedModel, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a bundle: a ``.zip`` file when the path ends so, else a folder. Atomic: a failure leaves
-    nothing behind, and an existing path is refused unless ``overwrite``."""
+    """Write a bundle: a ``.zip`` file when the path ends so, else a folder. Atomic and verified: a
+    failure leaves nothing behind, and an existing path is refused unless ``overwrite``."""
     return write_files(_bundle_files(card, model), path, overwrite)
 
 
@@ -191,5 +201,7 @@ def load_bundle(path_or_id: str | os.PathLike, registry=None) -> ModelBundle:
     Every file is checked against the manifest's sha256; a registry entry's sha256 is checked
     against the zip file (or the manifest of a folder) before that.
     """
-    files, source, _pinned = read_bundle(path_or_id, registry)
-    return bundle_from_files(files, source)
+    files, source, sha256, verified = read_bundle(path_or_id, registry)
+    bundle = bundle_from_files(files, source)
+    bundle.sha256, bundle.verified = sha256, verified
+    return bundle

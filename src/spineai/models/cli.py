@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from spineai.errors import SpineAIError
-from spineai.image import refuse_existing
+from spineai.errors import SpineAIError, warn
+from spineai.output import refuse_existing, refuse_input_as_output, write_output_folder
 
 
 def _csv_list(text: str) -> list[str]:
@@ -62,6 +62,7 @@ def cmd_train(args) -> int:
             overrides[flag] = True
     if args.model == "auto" and any(v not in (None, False) for v in overrides.values()):
         raise SpineAIError("--model auto chooses the settings itself; drop the model switches or name a model")
+    refuse_input_as_output(args.out, [args.table])
     path, card = train_bundle(args.table, args.label_column, args.model, args.out, folds=args.folds,
                               repeats=args.repeats, seed=args.seed, n_boot=args.bootstrap, group_column=args.group_column,
                               exclude=args.exclude, impute=args.impute, feature_definition=args.feature_definition,
@@ -98,7 +99,7 @@ def cmd_predict(args) -> int:
     from spineai.models.bundle import load_bundle
     from spineai.models.tables import read_table
 
-    out = check_output_path(args.out, args.overwrite)
+    out = check_output_path(args.out, args.overwrite, inputs=[args.bundle, args.table])
     bundle = load_bundle(args.bundle)
     preds = bundle.predict(read_table(args.table), feature_definition=args.feature_definition,
                            impute=args.impute == "median")
@@ -107,7 +108,8 @@ def cmd_predict(args) -> int:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(head)
     w.writerows(rows)
-    atomic_write(out, lambda tmp: tmp.write_text(buf.getvalue()), suffix=".csv")
+    atomic_write(out, lambda tmp: tmp.write_text(buf.getvalue(), encoding="utf-8"), suffix=".csv",
+                 overwrite=args.overwrite)
     if bundle.banner():
         print(bundle.banner())
     for p in preds[: args.show]:
@@ -123,11 +125,11 @@ def cmd_evaluate(args) -> int:
     import numpy as np
 
     from spineai.models.bundle import load_bundle
-    from spineai.models.evaluation import metrics_with_ci
+    from spineai.models.evaluation import metrics_with_ci, small_sample_warnings
     from spineai.models.report import write_evaluation_report
     from spineai.models.tables import encode_labels, read_table
 
-    out = refuse_existing(args.out, args.overwrite)
+    out = refuse_existing(args.out, args.overwrite, inputs=[args.bundle, args.table])
     bundle = load_bundle(args.bundle)
     table = read_table(args.table)
     labels = encode_labels(table.column(args.label_column), f"{table.source} column {args.label_column!r}", 1)
@@ -139,30 +141,32 @@ def cmd_evaluate(args) -> int:
     preds = bundle.predict(table, feature_definition=args.feature_definition, impute=args.impute == "median")
     probs = np.array([[p.probabilities[c] for c in bundle.classes] for p in preds])
     metrics = metrics_with_ci(probs, y, args.bootstrap, args.seed)
-    import shutil
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix=".spineai-eval-", dir=out.parent if out.parent.exists() else None))
-    try:
-        write_evaluation_report(tmp, bundle, probs, y, metrics, os.path.basename(args.table),
-                                sum(not p.ood.in_distribution for p in preds))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    for w in small_sample_warnings(metrics, y, bundle.classes):
+        warn(w)
+    n_ood = sum(not p.ood.in_distribution for p in preds)
+    write_output_folder(out, lambda tmp: write_evaluation_report(tmp, bundle, probs, y, metrics,
+                                                                 os.path.basename(args.table), n_ood),
+                        args.overwrite, inputs=[args.bundle, args.table])
     if bundle.banner():
         print(bundle.banner())
     for k, m in metrics.items():
-        print(f"  {k:12s} {m['value']:.3f}  [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+        print(f"  {k:12s} {m['value']:.3f}  {_ci_text(m)}")
     print(f"report -> {out / 'report.html'}")
     return 0
+
+
+def _ci_text(m: dict) -> str:
+    import math
+
+    if not (math.isfinite(m["ci_low"]) and math.isfinite(m["ci_high"])):
+        return "[CI undefined]"
+    return f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
 
 
 def cmd_study(args) -> int:
     from spineai.models.study import best_rows, run_study
 
+    refuse_input_as_output(args.out, [args.table])
     s = run_study(args.table, args.label_column, args.out, folds=args.folds, seed=args.seed, n_boot=args.bootstrap,
                   iterations=args.iterations, learning_rates=args.learning_rates, with_auto=args.auto,
                   group_column=args.group_column, exclude=args.exclude, impute=args.impute, overwrite=args.overwrite,

@@ -204,3 +204,31 @@ def permutation_importance(predict_proba: Callable[[np.ndarray], np.ndarray], X:
             drops.append(base - weighted_metrics(predict_proba(Xp), y, ones)["auc"][0])
         out.append((name, float(np.mean(drops)), float(np.std(drops))))
     return sorted(out, key=lambda t: -t[1])
+
+
+# ---- evaluation on few cases ------------------------------------------------------------------
+
+MIN_CASES_PER_CLASS = 10
+
+
+def small_sample_warnings(metrics: dict[str, dict[str, float]], y: np.ndarray, classes: list[str]) -> list[str]:
+    """Warnings for metrics from few cases; marks CIs that cannot be estimated as undefined (NaN).
+
+    A class with fewer than 10 cases makes every figure fragile. With fewer than 5, or with a
+    bootstrap that returns a zero-width interval from fewer than 10, the resamples cannot estimate
+    the spread: the CI is undefined rather than a reassuring [1.000, 1.000].
+    """
+    counts = np.bincount(np.asarray(y, dtype=int), minlength=len(classes))
+    small = [f"{c} ({int(n)})" for c, n in zip(classes, counts) if n < MIN_CASES_PER_CLASS]
+    if not small:
+        return []
+    out = [f"fewer than {MIN_CASES_PER_CLASS} cases in class {', '.join(small)}: these figures are not reliable"]
+    undefined = []
+    for k, m in metrics.items():
+        lo, hi = m.get("ci_low", np.nan), m.get("ci_high", np.nan)
+        if counts.min() < 5 or not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            m["ci_low"] = m["ci_high"] = float("nan")
+            undefined.append(k)
+    if undefined:
+        out.append(f"the 95 % CI of {', '.join(undefined)} cannot be estimated from so few cases: shown as undefined")
+    return out

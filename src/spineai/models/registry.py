@@ -9,20 +9,40 @@ Nothing is fetched at import time; downloads resume (HTTP Range) and are verifie
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
-import shutil
+import re
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from spineai.errors import SpineAIError
+from spineai.output import atomic_write, publish, user_mode, write_output_folder
 from spineai.progress import report
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "resources" / "models"
 BUNDLED_REGISTRY = BUNDLED_DIR / "registry.json"
 INSTALLED_INDEX = "installed.json"
+
+
+# Ids and versions become file names in the model folder: a strict pattern, checked before any path is
+# built, keeps "../x", absolute paths and hidden names out.
+MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")
+
+
+def check_model_name(model_id: str, version: str, source: str = "the bundle") -> None:
+    for what, value, pattern in (("id", model_id, MODEL_ID_PATTERN), ("version", version, VERSION_PATTERN)):
+        if not isinstance(value, str) or not pattern.match(value) or ".." in value:
+            raise SpineAIError(f"{source}: model {what} {value!r} is not allowed: it must start with a letter or digit "
+                               f"and hold only letters, digits, '.', '_' and '-' (no '..', no '/')")
+
+
+def pinned_sha256s(registry: str | os.PathLike | None = None) -> set[str]:
+    """sha256 of every bundle the package's registry lists: the only bundles that count as verified."""
+    return {str(e["sha256"]).lower() for e in bundled_entries(registry)}
 
 
 def user_model_dir() -> Path:
@@ -198,37 +218,44 @@ def install(source: str, sha256: str | None = None, registry: str | os.PathLike 
         sha256 = sha256 or entry["sha256"]
     d = user_model_dir()
     d.mkdir(parents=True, exist_ok=True)
-    staging = d / ".staging.zip"
     if Path(source).is_dir():
         from spineai.models.bundle import _read_files, bundle_from_files
 
-        bundle = bundle_from_files(_read_files(Path(source)), source)
-        target = d / f"{bundle.id or Path(source).name}-{bundle.version or '0'}"
+        files = _read_files(Path(source))
+        bundle = bundle_from_files(files, source)
+        mid, version = bundle.id or Path(source).name, bundle.version or "0"
+        check_model_name(mid, version, source)
+        target = d / f"{mid}-{version}"
         if target.exists() and not overwrite:
             raise SpineAIError(f"{target} is already installed; pass --overwrite to replace it")
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(source, target)
+
+        def copy(folder: Path) -> None:
+            for name, data in files.items():
+                (folder / name).write_bytes(data)
+
+        write_output_folder(target, copy, overwrite=True)
         digest = bundle.sha256
     else:
-        download(source, staging, sha256, progress)
+        # Named after the source, so that a download cut short resumes when the command is run again.
+        staging = d / f".download-{hashlib.sha256(source.encode()).hexdigest()[:16]}.zip"
         try:
+            download(source, staging, sha256, progress)
             bundle = load_bundle(staging)
-        except SpineAIError:
+            mid, version = bundle.id or "model", bundle.version or "0"
+            check_model_name(mid, version, source)
+            target = d / f"{mid}-{version}.zip"
+            if target.exists() and not overwrite:
+                raise SpineAIError(f"{target} is already installed; pass --overwrite to replace it")
+            digest = sha256_file(staging)
+            os.chmod(staging, user_mode())
+            publish(staging, target, overwrite)
+        finally:
             staging.unlink(missing_ok=True)
-            raise
-        target = d / f"{bundle.id or 'model'}-{bundle.version or '0'}.zip"
-        if target.exists() and not overwrite:
-            staging.unlink(missing_ok=True)
-            raise SpineAIError(f"{target} is already installed; pass --overwrite to replace it")
-        digest = sha256_file(staging)
-        os.replace(staging, target)
-    e = {"id": bundle.id or target.stem, "version": bundle.version or "0", "path": str(target), "sha256": digest,
+    e = {"id": mid, "version": version, "path": str(target), "sha256": digest,
          "description": bundle.card.get("description", ""), "demonstration": bundle.is_demonstration,
          "feature_definition": bundle.feature_definition, "source": source}
     index = _read_json(d / INSTALLED_INDEX)
     index["models"] = [m for m in index["models"] if not (m["id"] == e["id"] and m["version"] == e["version"])] + [e]
-    tmp = d / (INSTALLED_INDEX + ".tmp")
-    tmp.write_text(json.dumps(index, indent=2))
-    os.replace(tmp, d / INSTALLED_INDEX)
+    atomic_write(d / INSTALLED_INDEX, lambda tmp: tmp.write_text(json.dumps(index, indent=2), encoding="utf-8"),
+                 suffix=".json", overwrite=True)
     return e

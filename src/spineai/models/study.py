@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from spineai.errors import SpineAIError
-from spineai.image import refuse_existing
+from spineai.output import refuse_existing, write_output_folder
 from spineai.models import gridtrain
 from spineai.models.estimators import HIDDEN, MODES, default_config
 from spineai.models.evaluation import (
@@ -197,16 +194,7 @@ def run_study(table, label_column: str, out_dir: str | os.PathLike, *, folds: in
                  "engine": grid.engine, "runs": grid.n_runs, "curves": grid.curves},
         "others": {k: v.summary() for k, v in others.items()}, "others_seconds": round(others_seconds, 2),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=".spineai-study-", dir=out_dir.parent if out_dir.parent.exists() else None))
-    try:
-        write_study_report(tmp, summary, grid, others, ds)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_output_folder(out_dir, lambda tmp: write_study_report(tmp, summary, grid, others, ds), overwrite)
     return summary
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -99,8 +100,7 @@ def read_table(path: str | os.PathLike) -> Table:
         header = [str(v).strip() if v is not None else "" for v in rows[0]]
         body = [[_cell(v) for v in r] for r in rows[1:]]
     elif suffix in (".csv", ".tsv", ".txt"):
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            text = fh.read()
+        text = _decode_text(path)
         if not text.strip():
             raise SpineAIError(f"{path} is empty")
         dialect = csv.excel_tab if suffix == ".tsv" else csv.excel
@@ -112,6 +112,9 @@ def read_table(path: str | os.PathLike) -> Table:
         rows = [r for r in csv.reader(text.splitlines(), dialect) if any(c.strip() for c in r)]
         header = [c.strip() for c in rows[0]]
         body = rows[1:]
+        if dialect.delimiter != ",":
+            # A semicolon or tab table from a European spreadsheet writes 0,5 for 0.5.
+            body = [[_DECIMAL_COMMA.sub(r"\1.\2", c) for c in r] for r in body]
     else:
         raise SpineAIError(f"unknown table format for {path}: use .csv, .tsv or .xlsx")
     width = len(header)
@@ -127,6 +130,24 @@ def read_table(path: str | os.PathLike) -> Table:
     if not body:
         raise SpineAIError(f"{path} has a header but no rows")
     return Table(header, body, str(path))
+
+
+_DECIMAL_COMMA = re.compile(r"^\s*([-+]?\d+),(\d+(?:[eE][-+]?\d+)?)\s*$")
+
+
+def _decode_text(path: Path) -> str:
+    """UTF-8 (with or without BOM) or UTF-16 with its BOM, as spreadsheets save them; anything
+    else is named rather than guessed."""
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise SpineAIError(f"{path} is not {encoding.upper().replace('-SIG', '')} text (byte {exc.start} is "
+                           f"{data[exc.start:exc.start + 1]!r}): save it as 'CSV UTF-8'") from None
 
 
 def table_from_records(records: Sequence[Mapping[str, float]], ids: Sequence[str] | None = None) -> Table:
@@ -174,14 +195,58 @@ def match_features(table: Table, feature_names: Sequence[str], allow_alias: bool
     )
 
 
-def nan_report(X: np.ndarray, row_ids: Sequence[str], columns: Sequence[str], limit: int = 10) -> str:
-    bad = ~np.isfinite(X)
+# No radiomic feature comes near this; beyond it squares and sums overflow to infinity.
+MAX_ABS_VALUE = 1e100
+
+
+def drop_duplicate_rows(table: Table, feature_columns: Sequence[str], label_column: str) -> Table:
+    """Training rows that repeat inflate cross-validation (the copy lands in the test fold): a row
+    repeated whole, or the same features and label under another id, is dropped with a warning; an
+    id or a feature vector that appears with different contents or labels is refused."""
+    from spineai.errors import warn
+
+    id_col = next((c for c in ID_COLUMNS if c in table.columns), None)
+    ids = table.column(id_col) if id_col else [None] * len(table)
+    label_j = table.columns.index(label_column)
+    feat_j = [table.columns.index(c) for c in feature_columns]
+    keep, seen_id, seen_features, dropped = [], {}, {}, []
+    for i, row in enumerate(table.rows):
+        rid = ids[i]
+        if rid is not None and rid.strip() in seen_id:
+            first = seen_id[rid.strip()]
+            if table.rows[first] != row:
+                raise SpineAIError(f"{table.source}: the {id_col} {rid!r} appears on rows {first + 2} and {i + 2} with "
+                                   f"different values; one id, one row")
+            dropped.append(i)
+            continue
+        key = tuple(_to_float(row[j]) for j in feat_j)
+        if key in seen_features and all(np.isfinite(key)):
+            first = seen_features[key]
+            if table.rows[first][label_j].strip() != row[label_j].strip():
+                raise SpineAIError(f"{table.source}: rows {first + 2} and {i + 2} have the same features but the labels "
+                                   f"{table.rows[first][label_j]!r} and {row[label_j]!r}")
+            dropped.append(i)
+            continue
+        if rid is not None:
+            seen_id[rid.strip()] = i
+        seen_features.setdefault(key, i)
+        keep.append(row)
+    if dropped:
+        shown = ", ".join(str(i + 2) for i in dropped[:10]) + (f" and {len(dropped) - 10} more" if len(dropped) > 10 else "")
+        warn(f"{table.source}: {len(dropped)} duplicated row(s) dropped (file rows {shown}): a repeated case would "
+             f"sit in both training and test folds and inflate the scores")
+    return Table(table.columns, keep, table.source)
+
+
+def nan_report(X: np.ndarray, row_ids: Sequence[str], columns: Sequence[str], limit: int = 10,
+               bad: np.ndarray | None = None, what: str = "missing or non-numeric values") -> str:
+    bad = ~np.isfinite(X) if bad is None else bad
     rows = [row_ids[i] for i in np.flatnonzero(bad.any(axis=1))]
     cols = [columns[j] for j in np.flatnonzero(bad.any(axis=0))]
     more_r = f" and {len(rows) - limit} more" if len(rows) > limit else ""
     more_c = f" and {len(cols) - limit} more" if len(cols) > limit else ""
     return (
-        f"{int(bad.sum())} missing or non-numeric values in rows {', '.join(rows[:limit])}{more_r} "
+        f"{int(bad.sum())} {what} in rows {', '.join(rows[:limit])}{more_r} "
         f"(columns {', '.join(cols[:limit])}{more_c})"
     )
 
@@ -204,6 +269,10 @@ def feature_matrix(
             )
         for j, c in enumerate(columns):
             X[bad[:, j], j] = impute[c]
+    huge = np.abs(X) > MAX_ABS_VALUE
+    if huge.any():
+        raise SpineAIError(f"{table.source}: {nan_report(X, table.row_ids(id_column), columns, bad=huge, what='values beyond ±1e100')}: "
+                           f"no feature is that large; the table has an export or unit error")
     return X
 
 
@@ -221,6 +290,7 @@ def encode_labels(values: Sequence[str], source: str = "labels", min_per_class: 
         raise SpineAIError(f"{source}: {len(empty)} rows have no label (rows {', '.join(map(str, empty[:10]))})")
     texts = [_label_text(t) for t in texts]
     found = set(texts)
+    _refuse_near_duplicate_labels(texts, source)
     if len(found) < 2:
         raise SpineAIError(f"{source}: a single class ({next(iter(found))!r}) in the labels; a classifier needs at least two")
     if found <= set(KNOWN_CLASS_ORDER):
@@ -234,8 +304,28 @@ def encode_labels(values: Sequence[str], source: str = "labels", min_per_class: 
     counts = {c: int((y == k).sum()) for k, c in enumerate(classes)}
     small = [f"{c} ({n})" for c, n in counts.items() if n < min_per_class]
     if small:
-        raise SpineAIError(f"{source}: too few samples of class {', '.join(small)}: at least {min_per_class} per class needed")
+        raise SpineAIError(f"{source}: too few samples of class {', '.join(small)}: at least {min_per_class} per class "
+                           f"needed (label counts: {label_counts_text(texts)})")
     return Labels(y, classes, counts)
+
+
+def label_counts_text(texts: Sequence[str]) -> str:
+    counts: dict[str, int] = {}
+    for t in texts:
+        counts[t] = counts.get(t, 0) + 1
+    return ", ".join(f"{t!r} {n}" for t, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _refuse_near_duplicate_labels(texts: Sequence[str], source: str) -> None:
+    """'Met' beside 'MET' (or 'MET ' / 'M E T') is a typo, not a third class."""
+    groups: dict[str, set] = {}
+    for t in texts:
+        groups.setdefault(re.sub(r"[\s_.-]+", "", t).casefold(), set()).add(t)
+    near = [sorted(g) for g in groups.values() if len(g) > 1]
+    if near:
+        raise SpineAIError(f"{source}: labels that differ only in case, spaces or punctuation: "
+                           + "; ".join(" vs ".join(repr(t) for t in g) for g in near)
+                           + f" (label counts: {label_counts_text(texts)}); make each class one spelling")
 
 
 def _label_text(t: str) -> str:

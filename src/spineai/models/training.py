@@ -18,8 +18,8 @@ from spineai.featureset import DEFINITION_LIFEX, DEFINITION_PYRADIOMICS, FEATURE
 from spineai.models.estimators import Config, FittedModel, default_config, fit_model, with_seed
 from spineai.models.evaluation import CVResult, check_folds, cross_validate, permutation_importance
 from spineai.models.tables import (
-    GROUP_COLUMNS, Table, check_constant, check_no_label_leak, encode_labels, feature_columns_for_training,
-    feature_matrix, read_table,
+    GROUP_COLUMNS, Table, check_constant, check_no_label_leak, drop_duplicate_rows, encode_labels,
+    feature_columns_for_training, feature_matrix, read_table,
 )
 
 INTENDED_USE = ("Research only, not a medical device. Estimates whether a spinal lesion's radiomic features "
@@ -57,15 +57,16 @@ def load_dataset(table: Table | str | os.PathLike, label_column: str, group_colu
         table = read_table(table)
     if label_column not in table.columns:
         raise SpineAIError(f"{table.source} has no label column {label_column!r}; its columns are: {', '.join(table.columns)}")
-    labels = encode_labels(table.column(label_column), f"{table.source} column {label_column!r}")
-    if group_column is None:
-        group_column = next((c for c in GROUP_COLUMNS if c in table.columns), None)
-    groups = np.asarray(table.column(group_column)) if group_column else None
     cols = list(features) if features else feature_columns_for_training(table, label_column, exclude)
     cols = [c for c in cols if c not in set(exclude)]
     missing = [c for c in cols if c not in table.columns]
     if missing:
         raise SpineAIError(f"{table.source} lacks feature columns: {', '.join(missing)}")
+    table = drop_duplicate_rows(table, cols, label_column)
+    labels = encode_labels(table.column(label_column), f"{table.source} column {label_column!r}")
+    if group_column is None:
+        group_column = next((c for c in GROUP_COLUMNS if c in table.columns), None)
+    groups = np.asarray(table.column(group_column)) if group_column else None
     if impute not in (None, "median"):
         raise SpineAIError(f"unknown imputation {impute!r}: only 'median' is offered")
     raw = np.column_stack([table.numeric(c) for c in cols])

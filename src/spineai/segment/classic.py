@@ -121,6 +121,10 @@ def segment(
     require_finite(image)
     if np.iscomplexobj(image.array) or image.array.dtype == object:
         raise SpineAIError(f"the image has voxels of type {image.array.dtype}: expected real scalar values")
+    thin = [f"{n} voxel(s) along {ax}" for ax, n in zip("ijk", image.size_ijk) if n < 3]
+    if thin:
+        raise SpineAIError(f"the image has only {', '.join(thin)}: 3D segmentation needs at least 3 "
+                           f"slices along every axis (is this a single slice or a 2D image?)")
     seed = _check_seed(image, seed_ijk)
     allowed = _within_mask(image, seed, within, within_label)
 
@@ -274,7 +278,7 @@ def _reaches_every_side(region: np.ndarray, search: np.ndarray, tol: int) -> boo
         other = tuple(a for a in range(3) if a != axis)
         have = np.flatnonzero(region.any(axis=other))
         lim = np.flatnonzero(search.any(axis=other))
-        if not have.size or have[0] > lim[0] + tol or have[-1] < lim[-1] - tol:
+        if not have.size or not lim.size or have[0] > lim[0] + tol or have[-1] < lim[-1] - tol:
             return False
     return True
 
@@ -468,6 +472,8 @@ def _slab_cut(region, crop, seed_kji, direction, lower, upper, frac):
     than 100 voxels stay within 0.36 of the half-window, a body's thin end slabs within 0.50, disc
     slabs lie at 0.52-0.69. Everything from the first such slab outwards is dropped.
     """
+    if not region.any():  # nothing grew (a seed in a corner): the plausibility check says so
+        return region
     ax = 2 - int(np.argmax(np.abs(np.asarray(direction, float)[2, :])))  # LPS z row -> numpy axis
     # The whole region's median: steadier than the seed ball's, which moves with the click (T2 C6,
     # click one voxel off: centre 72.2 -> 73.9, and a mid-body slab crossed 0.5, halving the body).
