@@ -259,7 +259,7 @@ def test_zip_bomb_refused_before_decompressing(tmp_path, monkeypatch):
     with pytest.raises(SpineAIError, match="zip bomb"):
         bundle_mod.load_bundle(bomb)
     assert not opened and time.perf_counter() - t0 < 2
-    monkeypatch.setattr(bundle_mod, "MAX_BUNDLE_BYTES", 1 << 20)
+    monkeypatch.setattr("spineai.bundlefile.MAX_BUNDLE_BYTES", 1 << 20)
     with pytest.raises(SpineAIError, match="too large for a model bundle"):
         bundle_mod.load_bundle(bomb)
     assert not opened
