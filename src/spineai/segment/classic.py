@@ -54,6 +54,9 @@ SEGMENTATION_MODES = ("lesion", "vertebral-body")
 
 # Working grid: never finer than this (mm); coarser input keeps its own spacing.
 WORK_SPACING_MM = 1.0
+# Lesion statistics ball: grows while each shell's median stays within this many spreads of the
+# smallest ball's (see _structure_stats).
+_UNIFORM_SPREADS = 2.5
 
 
 @dataclass(frozen=True)
@@ -141,11 +144,9 @@ def segment(
     smooth = sitk.CurvatureFlow(work, timeStep=float(min(wsp)) ** 2 / 16.0, numberOfIterations=3)
     sm = sitk.GetArrayFromImage(smooth)
     dist = _distance_mm(sm.shape, wsp, work_seed)
-    # Of the statistics balls, the most uniform one describes the structure (see _ModeParams).
-    radii = (params.stats_radius_mm, params.wide_stats_radius_mm) if params.wide_stats_radius_mm else \
-        (params.stats_radius_mm,)
-    centre, spread = min((_robust_stats(sm[dist <= max(r, 1.01 * max(wsp))]) for r in radii), key=lambda cs: cs[1])
-    spread = max(spread, _noise_floor(sm, dist, wsp))
+    noise = _noise_floor(sm, dist, wsp)
+    centre, spread, stats_radius = _structure_stats(sm, dist, wsp, noise, params)
+    params = replace(params, stats_radius_mm=stats_radius)
     if spread <= 1e-6 * max(1.0, abs(centre)):
         raise SpineAIError(
             f"the image is flat around the seed at voxel index {list(seed)} (every voxel near it is "
@@ -320,6 +321,41 @@ def _distance_mm(shape_kji, spacing_ijk, centre_kji) -> np.ndarray:
 def _robust_stats(values: np.ndarray) -> tuple[float, float]:
     centre = float(np.median(values))
     return centre, 1.4826 * float(np.median(np.abs(values - centre)))
+
+
+def _structure_stats(sm, dist, wsp, noise, params: _ModeParams) -> tuple[float, float, float]:
+    """Median, spread (never below the noise) and radius of the ball that describes the structure.
+
+    Vertebral body: the more uniform of two fixed balls (see _ModeParams). Lesion: a ball that
+    starts at the seed voxel and its face neighbours and grows by 1 mm, up to ``stats_radius_mm``,
+    while each new shell's median stays within ``_UNIFORM_SPREADS`` spreads (of that smallest
+    ball, which no other tissue has yet widened) of the ball's median. An 8 mm ball samples a
+    2 cm lesion's texture whole, but around a 1 cm lesion it is mostly marrow, and its median
+    then describes the marrow (phantom, 4 mm slices: Dice 0.06).
+    """
+    if params.wide_stats_radius_mm:
+        radii = (params.stats_radius_mm, params.wide_stats_radius_mm)
+        centre, spread = min((_robust_stats(sm[dist <= max(r, 1.01 * max(wsp))]) for r in radii),
+                             key=lambda cs: cs[1])
+        return centre, max(spread, noise), params.stats_radius_mm
+    # From the seed voxel and its face neighbours; when the very first shell already differs, the
+    # click sits on something under 2 mm across (a necrotic loculus, a vessel, noise), smaller than
+    # any lesion worth segmenting: start again from the 2 mm ball around it.
+    for start in (1.01 * min(wsp), max(2.0, 1.01 * min(wsp)) + 0.01):
+        radius = start
+        centre, spread = _robust_stats(sm[dist <= radius])
+        tolerance = _UNIFORM_SPREADS * max(spread, noise)
+        spread = max(spread, noise)
+        for r in [*np.arange(radius + 1.0, params.stats_radius_mm, 1.0), params.stats_radius_mm]:
+            shell = sm[(dist > radius) & (dist <= r)]
+            if shell.size and abs(float(np.median(shell)) - centre) > tolerance:
+                break
+            radius = float(r)
+            centre, spread = _robust_stats(sm[dist <= radius])
+            spread = max(spread, noise)
+        if radius > start:
+            break
+    return centre, spread, radius
 
 
 def _noise_floor(sm: np.ndarray, dist: np.ndarray, wsp) -> float:
