@@ -162,8 +162,14 @@ def segment(
     near = dist <= params.max_radius_mm
     lower, upper = _intensity_window(sm[near], centre, spread, params.neighbour_quantile)
     if not lower <= sm[work_seed] <= upper:
-        # The clicked voxel itself is atypical (noise, a vessel): start from its neighbourhood.
-        sm[work_seed] = centre
+        # The clicked voxel is atypical (noise, a vessel, a necrotic loculus, a bone island): the
+        # out-of-window spot holding it, within the start ball, counts as the structure. Left out,
+        # the front starts as a thin shell round it and collapses (3 mm CT, L1 clicked on a
+        # two-voxel bone island: nothing grew, the click was refused).
+        spot = _seed_component(sitk, (dist <= _start_radius(wsp, params)) & ((sm < lower) | (sm > upper)),
+                               work_seed)
+        sm[spot] = centre
+        smooth = _like(sitk, sm, smooth)
 
     phi = _level_set(sitk, smooth, sm, dist, work_seed, lower, upper, params)
     if params.extreme_reach_mm > 0:
@@ -387,12 +393,17 @@ def _intensity_window(values: np.ndarray, centre: float, spread: float, q: float
     return float(lower), float(upper)
 
 
+def _start_radius(wsp, params: _ModeParams) -> float:
+    """Radius (mm) of the ball around the seed whose in-window voxels start the level set."""
+    return max(2.0 * max(wsp), params.stats_radius_mm / 2)
+
+
 def _level_set(sitk, smooth, sm, dist, seed_kji, lower, upper, params: _ModeParams):
     """Grow a threshold level set from the seed's in-window neighbourhood; returns phi (>0 inside)."""
     wsp = smooth.GetSpacing()
     # Start from the in-window voxels near the seed; when the click itself falls on an atypical
     # spot (a necrotic loculus, a vessel) its neighbourhood still starts the front.
-    ball = dist <= max(2.0 * max(wsp), params.stats_radius_mm / 2)
+    ball = dist <= _start_radius(wsp, params)
     feature = sitk.GetArrayFromImage(smooth)
     start = ball & (feature >= lower) & (feature <= upper)
     if start[seed_kji]:
