@@ -96,8 +96,9 @@ def cut_vertebrae():
 
     image, labels, _ = _ct_vertebrae()
     out = []
-    # L1's body spans slices 10-21 (anterior half of label 31): keep 0-16, the body cut mid-height.
-    for name, label, ks in (("L1 cut mid-body, upper half outside", 31, slice(0, 17)),):
+    # L1's body spans slices 10-21 (anterior half of label 31): cut it at mid-height, either way.
+    for name, label, ks in (("L1, upper half outside", 31, slice(0, 17)),
+                            ("L1, lower half outside", 31, slice(15, 30))):
         shift = image.direction @ (np.asarray(image.spacing) * np.array([0.0, 0.0, ks.start]))
         crop = Volume(np.ascontiguousarray(image.array[ks]), image.spacing,
                       tuple(np.asarray(image.origin) + shift), image.direction)
@@ -107,9 +108,10 @@ def cut_vertebrae():
 
 
 def test_vertebra_cut_by_the_field_of_view():
-    # Measured: 0.998 inside. Not yet covered: the lower half of the same cut (keep slices 15-29)
-    # refuses the click ("grows nothing plausible", 1 voxel), and a cut leaving only the body's
-    # bottom three slices puts the seed at the endplate (0.739 inside; 0.520 from that seed uncut).
+    # Measured: 0.998 and 0.933 inside (the second seed lies on a bone island: before the atypical
+    # spot joined the structure, that click was refused, "grows nothing plausible"). Not covered: a
+    # cut leaving only the body's bottom three slices puts the seed at the endplate (0.739 inside;
+    # 0.520 from that seed in the uncut image, so the endplate, not the border, is the cause).
     for name, image, vert, seed in cut_vertebrae():
         free = segment(image, seed, mode="vertebral-body").array.astype(bool)
         inside = (free & vert).sum() / free.sum()
