@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     # Fixed costs of one `spineai features` run, each in a fresh interpreter.
     parser_ms = _fresh(
         "import sys, time; t = time.perf_counter(); import spineai.cli as c\n"
-        "p = c.build_parser(["features"]) if c.build_parser.__code__.co_argcount else c.build_parser()\n"
+        "p = c.build_parser(['features']) if c.build_parser.__code__.co_argcount else c.build_parser()\n"
         "print(round((time.perf_counter() - t) * 1000, 1), 'spineai.models' in sys.modules)")
     print(f"`spineai features` argument parser: {parser_ms.split()[0]} ms from a fresh interpreter; "
           f"imports spineai.models: {parser_ms.split()[1]}")
