@@ -11,16 +11,18 @@ one scan):
 2. Edge-preserving smoothing (curvature flow; the time step follows the voxel size so the filter
    stays stable on any spacing).
 3. Robust statistics of the structure: median and MAD-based spread of the smoothed intensities in
-   a ball around the seed (8 mm for a lesion, so that a textured or graded lesion is sampled whole;
-   for a vertebral body the more uniform of a 6 mm and a 10 mm ball, so that a click next to an
+   a ball around the seed (for a lesion, one that grows from the seed voxel up to 8 mm while the
+   tissue stays uniform, so that a textured or graded lesion is sampled whole and a 1 cm one is
+   not diluted with marrow; for a vertebral body the more uniform of a 6 mm and a 10 mm ball, so that a click next to an
    endplate does not take the endplate for marrow). The structure is bounded by darker and / or
    brighter tissue (MR: dark cortex and endplates, bright CSF or fat; CT: bright cortex, darker disc and soft tissue), so
    the intensity window is set on each side half-way between the structure's median and the
    typical intensity of the clearly darker / clearly brighter tissue around it. No sign
    assumption: the same rule serves bright lesions on T2, dark ones on T1, and CT bone.
 4. A threshold level set (ITK's ThresholdSegmentationLevelSet) grows from the seed within that
-   window (from the largest in-window patch near the seed when the clicked voxel itself is
-   atypical, e.g. a necrotic loculus). Its curvature term keeps the front smooth, so it does not leak through the small gaps
+   window (when the clicked voxel itself is atypical, e.g. a necrotic loculus or a bone island,
+   that spot counts as the structure and the largest in-window patch near it starts the front;
+   the front runs to an iteration cap: see _evolve). Its curvature term keeps the front smooth, so it does not leak through the small gaps
    of a thin endplate or cortex the way plain region growing does, and it bridges isolated
    noisy voxels that make region growing stop early. Lesion mode then takes in the lesion's own
    out-of-window extremes at its margin (bright loculi, oedema brightest at an endplate: patches
