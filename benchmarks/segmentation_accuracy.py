@@ -1,7 +1,16 @@
 """Segmentation accuracy: lesion mode on the synthetic phantoms, body mode on the real samples.
 
     .venv/bin/python benchmarks/segmentation_accuracy.py [--seeds 8]
+    .venv/bin/python benchmarks/segmentation_accuracy.py --sweep [--seeds 2]
     SPINEAI_TEST_DATA=../shared/data .venv/bin/python benchmarks/segmentation_accuracy.py --real
+
+Every case runs twice in the same process: with the level set as shipped (one run to the
+iteration cap, whole-grid second pass: ``chunk_iterations=0``) and in chunks of 50 iterations,
+stopped once a chunk changes under 1 % of the region, its second pass confined to a box around
+what it takes in (``chunk_iterations=50``). Both Dice values and both times are printed, so a case
+that loses Dice, or gains time, shows.
+
+--sweep: lesion sizes 0.6, 1, 2, 4 cm x slice thickness 1 and 4 mm (0.9 mm in-plane), each kind.
 
 Phantoms: Dice of the lesion-mode mask to the true lesion, per kind and phantom seed.
 --real: vertebral-body mode on the public samples in SPINEAI_TEST_DATA/spine-samples, with the
@@ -21,26 +30,68 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
+from dataclasses import replace  # noqa: E402
+
+import spineai.segment.classic as classic  # noqa: E402
 from spineai.image import dice  # noqa: E402
 from spineai.phantom import LESION_KINDS, make_spine_phantom  # noqa: E402
 from spineai.segment import segment  # noqa: E402
+
+NOW = dict(classic._MODES)
+CHUNKED = {mode: replace(p, chunk_iterations=50) for mode, p in NOW.items()}
+
+
+def timed(image, seed, mode="lesion", modes=NOW):
+    """(mask, seconds) with the given mode parameters."""
+    classic._MODES = modes
+    try:
+        t0 = time.perf_counter()
+        return segment(image, seed, mode=mode), time.perf_counter() - t0
+    finally:
+        classic._MODES = NOW
+
+
+def both(image, seed, score, mode="lesion"):
+    """Score and seconds as shipped, then with the chunked level set; NaN for a refused click."""
+    from spineai.errors import SpineAIError
+
+    out = []
+    for modes in (NOW, CHUNKED):
+        try:
+            mask, sec = timed(image, seed, mode, modes)
+            out += [score(mask.array), sec]
+        except SpineAIError:
+            out += [float("nan"), float("nan")]
+    return out
 
 NEIGHBOURS = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
 
 
 def phantoms(n_seeds: int) -> None:
-    seeds = range(n_seeds)
-    print("kind  " + " ".join(f"  s{s}  " for s in seeds) + "   min    mean s/call")
+    print("kind  seed   Dice now  chunked  s/call now  chunked")
     for kind in LESION_KINDS:
-        scores, seconds = [], []
-        for s in seeds:
+        for s in range(n_seeds):
             ph = make_spine_phantom(seed=s, lesion_kind=kind)
-            t0 = time.perf_counter()
-            mask = segment(ph.image, ph.lesion_center_ijk, mode="lesion")
-            seconds.append(time.perf_counter() - t0)
-            scores.append(dice(mask.array, ph.lesion_mask.array))
-        print(f"{kind:4s}  " + " ".join(f"{d:.3f} " for d in scores)
-              + f"  {min(scores):.3f}  {sum(seconds) / len(seconds):.3f}")
+            d, t, d0, t0 = both(ph.image, ph.lesion_center_ijk, lambda m: dice(m, ph.lesion_mask.array))
+            print(f"{kind:4s}  {s:4d}   {d:.3f}     {d0:.3f}    {t:.3f}       {t0:.3f}", flush=True)
+
+
+def sweep(n_seeds: int) -> None:
+    """Lesion size x slice thickness; a refused click (SpineAIError) counts as Dice 0."""
+    import numpy as np
+
+    print("slice  size    kind  seed   Dice now  chunked  s/call now  chunked")
+    for slice_mm in (1.0, 4.0):
+        for size_cm in (0.6, 1.0, 2.0, 4.0):
+            for kind in LESION_KINDS:
+                for s in range(n_seeds):
+                    ph = make_spine_phantom(seed=s, lesion_kind=kind, lesion_radius_mm=5.0 * size_cm,
+                                            shape_ijk=(200, 267, int(round(72 / slice_mm))),
+                                            spacing=(0.9, 0.9, slice_mm))
+                    d, t, d0, t0 = both(ph.image, ph.lesion_center_ijk, lambda m: dice(m, ph.lesion_mask.array))
+                    d, d0 = np.nan_to_num(d), np.nan_to_num(d0)
+                    print(f"{slice_mm:.0f} mm   {size_cm:.1f} cm  {kind:4s}  {s:4d}   {d:.3f}     {d0:.3f}    "
+                          f"{t:.3f}       {t0:.3f}", flush=True)
 
 
 def real() -> None:
@@ -55,37 +106,41 @@ def real() -> None:
 
     def measure(image, click, score):
         i, j, k = click
-        seconds = []
-        for _ in range(5):  # the reference click, timed (median of 5; the first run warms up)
-            t0 = time.perf_counter()
-            mask = segment(image, click, mode="vertebral-body")
-            seconds.append(time.perf_counter() - t0)
-        ref = score(mask.array.astype(bool))
+        ref = both(image, click, score, "vertebral-body")
         off = [score(segment(image, (i + a, j + b, k + c), mode="vertebral-body").array.astype(bool))
                for a, b, c in NEIGHBOURS]
-        return ref, min(off), float(np.median(off)), float(np.median(seconds[1:]))
+        return (*ref, min(off), float(np.median(off)))
 
-    print("case                 measure        reference click   one voxel off: min  median   s/call")
+    print("case                 measure        reference click: now  chunked  one voxel off: min  median   "
+          "s/call now  chunked")
+
+    def show(name, what, r):
+        print(f"{name:20s} {what:14s} {r[0]:.3f}  {r[2]:.3f}          {r[4]:.3f}  {r[5]:.3f}            "
+              f"{r[1]:.3f}  {r[3]:.3f}", flush=True)
+
     image = read_volume(shared_data_path("spine-samples", "sub-mri_label-6_T2w.nii.gz"))
     vert = read_volume(shared_data_path("spine-samples", "sub-mri_seg-vert_label-6_msk.nii.gz")).array
     sub = read_volume(shared_data_path("spine-samples", "sub-mri_seg-subreg_label-6_msk.nii.gz")).array
     for level in (6, 7):
         body = (vert == level) & (sub == 49)
-        ref, lo, med, sec = measure(image, cases.deepest_voxel(body), lambda m: dice(m, body))
-        print(f"T2 1.5 mm C{level}           Dice body      {ref:.3f}             {lo:.3f}  {med:.3f}    {sec:.3f}")
+        show(f"T2 1.5 mm C{level}", "Dice body", measure(image, cases.deepest_voxel(body),
+                                                         lambda m: dice(m.astype(bool), body)))
     for name, (image, _, verts) in (("MR 3 mm", cases._mr_vertebrae()), ("CT 3 mm", cases._ct_vertebrae())):
         for n, v in enumerate(verts):
-            ref, lo, med, sec = measure(image, cases.anterior_half_seed(image, v),
-                                        lambda m, v=v: float((m & v).sum() / m.sum()))
-            print(f"{name} vertebra {n}     inside label   {ref:.3f}             {lo:.3f}  {med:.3f}    {sec:.3f}")
+            show(f"{name} vertebra {n}", "inside label", measure(
+                image, cases.anterior_half_seed(image, v), lambda m, v=v: float((m.astype(bool) & v).sum() / m.sum())))
+    for name, image, vert, seed in cases.cut_vertebrae():
+        show(f"CT cut: {name}", "inside label", measure(
+            image, seed, lambda m, v=vert: float((m.astype(bool) & v).sum() / m.sum())))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8, help="phantom seeds 0..N-1 (default 8)")
     parser.add_argument("--real", action="store_true", help="body mode on the real samples instead")
+    parser.add_argument("--sweep", action="store_true", help="lesion size x slice thickness instead")
     args = parser.parse_args()
-    real() if args.real else phantoms(args.seeds)
+    real() if args.real else sweep(args.seeds) if args.sweep else phantoms(args.seeds)
 
 
 if __name__ == "__main__":

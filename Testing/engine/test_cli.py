@@ -110,3 +110,15 @@ def test_start_imports_no_deep_learning():
         "bad = [m for m in ('torch', 'monai') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_engine_commands_do_not_import_the_classifier_stack():
+    # `spineai features` and the other engine commands never need spineai.models (registry, HTTP).
+    code = (
+        "import sys, spineai.cli as c;"
+        "[c.build_parser([cmd]) for cmd in c.ENGINE_COMMANDS];"
+        "assert 'spineai.models' not in sys.modules, 'models imported';"
+        "p = c.build_parser([]); assert 'spineai.models' in sys.modules;"
+        "p.parse_args(['models', 'list'])"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

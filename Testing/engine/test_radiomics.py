@@ -65,6 +65,38 @@ def test_named_parameter_sets_are_shipped_and_hashed():
     assert ps.crop_exact
 
 
+def test_shipped_parameter_sets_pass_pyradiomics_schema():
+    # load_parameters skips the schema check for the shipped sets: this is where they get it.
+    from spineai.radiomics import _parse_parameter_file, _validate_with_pyradiomics_schema
+
+    for path in parameter_sets().values():
+        _validate_with_pyradiomics_schema(path, _parse_parameter_file(path, path.read_bytes()))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.float32, bool])
+def test_label_box_is_the_labels_bounding_box(dtype):
+    from spineai.radiomics import _label_box
+
+    labels = np.zeros((9, 10, 11), dtype)
+    labels[2:4, 5, 1:7] = 1
+    if dtype is not bool:
+        labels[7, 0, 0] = 3  # another label outside the box widens the non-zero slabs, not the box
+    assert _label_box(labels, 1) == (slice(2, 4), slice(5, 6), slice(1, 7))
+    assert _label_box(labels, 2) is None
+    assert _label_box(np.asfortranarray(labels), 1) == (slice(2, 4), slice(5, 6), slice(1, 7))
+
+
+def test_same_values_in_a_larger_label_map(phantom, lesion_features):
+    # The lesion and its image embedded in a volume with other labels around it: the same values.
+    image, mask = phantom.image.array, phantom.lesion_mask.array
+    big_image = np.pad(image, ((3, 5), (7, 2), (4, 4)), mode="reflect")
+    big_mask = np.pad(mask * 2, ((3, 5), (7, 2), (4, 4)))
+    big_mask[0, 0, :5] = 1
+    geom = dict(spacing=phantom.image.spacing, direction=phantom.image.direction)
+    result = extract_features(Volume(big_image, **geom), Volume(big_mask, **geom), label=2)
+    assert result.values == lesion_features.values
+
+
 def test_user_parameter_file_by_path(tmp_path):
     path = _write(tmp_path, "mine.yaml", "featureClass:\n  glcm: [Contrast]\nsetting:\n  binWidth: 10\n")
     ps = load_parameters(path)

@@ -89,6 +89,36 @@ def _ct_vertebrae():
     return image, labels, [labels.array == v for v in (30, 31, 32)]
 
 
+def cut_vertebrae():
+    """(name, image, vertebra mask, seed): the CT cropped through a vertebral body, as a field of
+    view that ends inside a vertebra. Seed: the anterior half's centre of what remains."""
+    from spineai.image import Volume
+
+    image, labels, _ = _ct_vertebrae()
+    out = []
+    # L1's body spans slices 10-21 (anterior half of label 31): cut it at mid-height, either way.
+    for name, label, ks in (("L1, upper half outside", 31, slice(0, 17)),
+                            ("L1, lower half outside", 31, slice(15, 30))):
+        shift = image.direction @ (np.asarray(image.spacing) * np.array([0.0, 0.0, ks.start]))
+        crop = Volume(np.ascontiguousarray(image.array[ks]), image.spacing,
+                      tuple(np.asarray(image.origin) + shift), image.direction)
+        vert = labels.array[ks] == label
+        out.append((name, crop, vert, anterior_half_seed(crop, vert)))
+    return out
+
+
+def test_vertebra_cut_by_the_field_of_view():
+    # Measured: 1.000 and 0.933 inside (the second seed lies on a bone island: before the atypical
+    # spot joined the structure, that click was refused, "grows nothing plausible"). Not covered: a
+    # cut leaving only the body's bottom three slices puts the seed at the endplate (0.739 inside;
+    # 0.520 from that seed in the uncut image, so the endplate, not the border, is the cause).
+    for name, image, vert, seed in cut_vertebrae():
+        free = segment(image, seed, mode="vertebral-body").array.astype(bool)
+        inside = (free & vert).sum() / free.sum()
+        print(f"{name}: seed {seed}, {inside:.3f} inside")
+        assert inside >= INSIDE_TARGET
+
+
 CASES = [("MR", 0), ("MR", 1), ("CT", 0), ("CT", 1), ("CT", 2)]
 # Target: at least this fraction of the mask inside the seeded vertebra's label without `within`.
 # Measured: MR 0.912 / 0.927, CT L2 0.980, L1 0.995, T12 0.982 (before the partial-volume peel in

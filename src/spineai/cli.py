@@ -137,7 +137,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands defined here; the classifier commands come from spineai.models (bundles, registry, HTTP),
+# which a run of one of these never needs to import.
+ENGINE_COMMANDS = ("segment", "features", "cohort", "demo")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given the arguments to parse, only what they need (see ENGINE_COMMANDS)."""
     from spineai.deep.device import DEVICE_CHOICES
     from spineai.radiomics import DEFAULT_PARAMETER_SET
     from spineai.segment import METHODS, SEGMENTATION_MODES
@@ -223,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace files in --out")
     p.set_defaults(func=cmd_demo)
 
-    from spineai.models.cli import add_commands
+    if not (argv and argv[0] in ENGINE_COMMANDS):
+        from spineai.models.cli import add_commands
 
-    add_commands(sub)
+        add_commands(sub)
     return parser
 
 
@@ -266,7 +273,7 @@ ORDINARY_FAULTS = (OSError, ValueError, UnicodeError, zipfile.BadZipFile, EOFErr
 
 def main(argv: list[str] | None = None) -> int:
     argv = _join_negative_seed(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     debug = os.environ.get("SPINEAI_DEBUG", "") not in ("", "0")
     try:
         with warnings.catch_warnings():

@@ -177,7 +177,8 @@ def load_parameters(params: str | os.PathLike = DEFAULT_PARAMETER_SET) -> Parame
     key = (str(path.resolve()), sha256)
     if key not in _PARAMETER_CACHE:
         raw = _parse_parameter_file(path, data)
-        _validate_with_pyradiomics_schema(path, raw)
+        if not builtin:  # the shipped sets pass it (a test checks each); it costs ~18 ms a process
+            _validate_with_pyradiomics_schema(path, raw)
         settings = dict(_EXTRACTOR_DEFAULTS)
         settings.update(raw.get("setting") or {})
         _PARAMETER_CACHE[key] = ParameterSet(
@@ -262,7 +263,7 @@ def _quiet_pyradiomics():
 
 
 def _validated_roi(image: Volume, mask: Volume, label: int, ps: ParameterSet):
-    """Checks every input; returns the boolean ROI and its bounding box as slices [k, j, i]."""
+    """Checks every input; returns the boolean ROI within its bounding box, and the box as slices [k, j, i]."""
     if not isinstance(image, Volume):
         raise SpineAIError(f"the image must be a spineai.image.Volume, got {type(image).__name__}")
     if not isinstance(mask, Volume):
@@ -274,19 +275,15 @@ def _validated_roi(image: Volume, mask: Volume, label: int, ps: ParameterSet):
     require_same_geometry(image, mask, "image", "mask")
     require_finite(image, "image")
     require_not_mask(image)
-    if not mask.array.any():
-        raise SpineAIError("the mask is empty: no voxel is non-zero, so there is no region to describe")
-    roi = mask_from_labelmap(mask, int(label), what="mask")
-
-    # Bounding box from per-axis projections (cheaper than argwhere on a large volume).
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(roi.any(axis=other))
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
-    box = tuple(box)
+    box = _label_box(mask.array, int(label))
+    if box is None:
+        if not mask.array.any():
+            raise SpineAIError("the mask is empty: no voxel is non-zero, so there is no region to describe")
+        mask_from_labelmap(mask, int(label), what="mask")  # raises, naming the labels there are
+        raise SpineAIError(f"label {label} is absent from the mask")
+    roi = mask.array[box] == label
     extent_kji = [s.stop - s.start for s in box]
-    n_voxels = int(np.count_nonzero(roi[box]))
+    n_voxels = int(np.count_nonzero(roi))
 
     min_voxels = max(MIN_ROI_VOXELS, int(ps.settings.get("minimumROISize") or 0))
     if n_voxels < min_voxels:
@@ -303,6 +300,49 @@ def _validated_roi(image: Volume, mask: Volume, label: int, ps: ParameterSet):
             + (" (a single-slice region has no 3D texture)" if min_dims == 3 else "")
         )
     return roi, box, n_voxels
+
+
+def _label_box(labels: np.ndarray, label: int):
+    """Bounding box (slices [k, j, i]) of ``labels == label``, or None when no voxel has it.
+
+    Work scales with the region, not the image: the k slabs, then the j rows within them, that hold
+    any non-zero voxel are found by reading the array once (as 64-bit words where rows allow), and
+    only there is the label compared; a 2 cm lesion in a 42 M-voxel image then costs what it does
+    in a small one.
+    """
+    if labels.dtype.kind not in "biu" or not labels.flags.c_contiguous:
+        if np.issubdtype(labels.dtype, np.floating) and not np.isfinite(labels).all():
+            return None  # the caller's mask_from_labelmap names the problem
+        return _box_of(labels == label)
+    nk, nj, _ = labels.shape
+    ks = np.flatnonzero(_rows_nonzero(labels.reshape(nk, -1)))
+    if not ks.size:
+        return None
+    slab = labels[ks[0]:ks[-1] + 1]
+    js = np.flatnonzero(_rows_nonzero(slab.reshape(len(slab) * nj, -1)).reshape(len(slab), nj).any(axis=0))
+    k0, j0 = int(ks[0]), int(js[0])
+    box = _box_of(slab[:, j0:int(js[-1]) + 1] == label)
+    if box is None:
+        return None
+    return (slice(box[0].start + k0, box[0].stop + k0), slice(box[1].start + j0, box[1].stop + j0), box[2])
+
+
+def _rows_nonzero(rows: np.ndarray) -> np.ndarray:
+    """Whether each row of a C-contiguous 2D integer array holds a non-zero value."""
+    if rows.shape[1] * rows.itemsize % 8 == 0:
+        rows = rows.view(np.uint64)
+    return rows.any(axis=1)
+
+
+def _box_of(found: np.ndarray):
+    """Bounding box of a boolean array's True voxels from per-axis projections, or None."""
+    box = []
+    for axis in range(3):
+        idx = np.flatnonzero(found.any(axis=tuple(a for a in range(3) if a != axis)))
+        if not idx.size:
+            return None
+        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(box)
 
 
 def _cropped_sitk(volume: Volume, array: np.ndarray, box) -> "object":
@@ -341,8 +381,10 @@ def _features_on_crop(image_crop, mask_crop, ps: ParameterSet) -> dict[str, floa
     return out
 
 
-def _features_with_extractor(image: Volume, roi: np.ndarray, ps: ParameterSet) -> dict[str, float]:
-    """PyRadiomics' own extractor on the whole image (the reference; also the path for filters etc.)."""
+def _features_with_extractor(image: Volume, roi: np.ndarray, box, ps: ParameterSet) -> dict[str, float]:
+    """PyRadiomics' own extractor on the whole image (the reference; also the path for filters etc.).
+
+    ``roi`` is the region within its bounding box ``box``."""
     from radiomics.featureextractor import RadiomicsFeatureExtractor
 
     with warnings.catch_warnings():  # its pykwalify check loads schema functions with a deprecated importer
@@ -351,7 +393,9 @@ def _features_with_extractor(image: Volume, roi: np.ndarray, ps: ParameterSet) -
     extractor.settings["additionalInfo"] = False
     extractor.settings["label"] = 1
     sitk_image = image.to_sitk()
-    sitk_mask = image.with_array(roi.astype(np.uint8)).to_sitk()
+    full = np.zeros(image.array.shape, np.uint8)
+    full[box] = roi
+    sitk_mask = image.with_array(full).to_sitk()
     result = extractor.execute(sitk_image, sitk_mask, label=1)
     out = {}
     for key, value in result.items():
@@ -425,11 +469,11 @@ def extract_features(
         with _quiet_pyradiomics():
             if ps.crop_exact:
                 image_crop = _cropped_sitk(image, np.ascontiguousarray(image.array[box]), box)
-                mask_crop = _cropped_sitk(image, roi[box].astype(np.uint8), box)
+                mask_crop = _cropped_sitk(image, roi.astype(np.uint8), box)
                 raw = _features_on_crop(image_crop, mask_crop, ps)
                 method = "pyradiomics feature classes on the ROI bounding box"
             else:
-                raw = _features_with_extractor(image, roi, ps)
+                raw = _features_with_extractor(image, roi, box, ps)
                 method = "pyradiomics RadiomicsFeatureExtractor on the whole image"
     except SpineAIError:
         raise
@@ -452,9 +496,9 @@ def extract_features_reference(
     Slower; the baseline that :func:`extract_features` is tested and benchmarked against.
     """
     ps = load_parameters(params)
-    roi, _, _ = _validated_roi(image, mask, label, ps)
+    roi, box, _ = _validated_roi(image, mask, label, ps)
     with _quiet_pyradiomics():
-        return _finite_values(_features_with_extractor(image, roi, ps), ps)
+        return _finite_values(_features_with_extractor(image, roi, box, ps), ps)
 
 
 # ---- CSV ------------------------------------------------------------------------------------
