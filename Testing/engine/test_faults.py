@@ -290,20 +290,24 @@ def _cohort(tmp_path, phantom, n_cases):
     write_volume(phantom.image, tmp_path / "img.nii.gz")
     write_volume(phantom.labels, tmp_path / "labels.nii.gz")
     write_volume(phantom.lesion_mask, tmp_path / "lesion.nii.gz")
-    names = ["lesion"] + list(LABELS)[: n_cases - 1]
+    # Beyond the lesion and the five vertebrae, the vertebrae again under new ids: enough cases that
+    # a run takes seconds, however fast one extraction is.
+    levels = list(LABELS)
+    names = ["lesion"] + [levels[n % len(levels)] + ("" if n < len(levels) else f"-{n // len(levels)}")
+                          for n in range(n_cases - 1)]
     with open(tmp_path / "cases.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "image", "mask", "label"])
         for n in names:
             w.writerow([n, "img.nii.gz", "lesion.nii.gz" if n == "lesion" else "labels.nii.gz",
-                        "" if n == "lesion" else LABELS[n]])
+                        "" if n == "lesion" else LABELS[n.split("-")[0]]])
     return tmp_path / "cases.csv", names
 
 
 def test_cohort_survives_kill_9_and_resumes_without_duplicates(tmp_path, phantom):
     from spineai.cohort import progress_path
 
-    manifest, names = _cohort(tmp_path, phantom, 4)
+    manifest, names = _cohort(tmp_path, phantom, 40)
     out = tmp_path / "features.csv"
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "spineai.cli", "cohort", str(manifest), "--out", str(out)]

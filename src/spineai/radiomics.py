@@ -281,6 +281,8 @@ def _validated_roi(image: Volume, mask: Volume, label: int, ps: ParameterSet):
             raise SpineAIError("the mask is empty: no voxel is non-zero, so there is no region to describe")
         mask_from_labelmap(mask, int(label), what="mask")  # raises, naming the labels there are
         raise SpineAIError(f"label {label} is absent from the mask")
+    if np.issubdtype(mask.array.dtype, np.floating):
+        mask_from_labelmap(mask, int(label), what="mask")  # refuses fractional values, naming the rule
     roi = mask.array[box] == label
     extent_kji = [s.stop - s.start for s in box]
     n_voxels = int(np.count_nonzero(roi))
