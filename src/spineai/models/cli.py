@@ -81,13 +81,14 @@ def cmd_train(args) -> int:
 
 
 def _prediction_rows(bundle, preds) -> tuple[list[str], list[list[str]]]:
-    head = ["case_id"] + [f"p_{c}" for c in bundle.classes] + ["predicted_class", "in_distribution", "ood_distance",
-                                                               "ood_threshold", "out_of_range_features",
+    head = ["case_id"] + [f"p_{c}" for c in bundle.classes] + ["predicted_class", "in_distribution", "ood_p_value",
+                                                               "ood_distance", "ood_threshold", "out_of_range_features",
                                                                "top_features", "warnings"]
     rows = []
     for p in preds:
         rows.append([p.case_id or ""] + [f"{p.probabilities[c]:.6f}" for c in bundle.classes] +
-                    [p.predicted_class, str(p.ood.in_distribution).lower(), f"{p.ood.distance:.4f}",
+                    [p.predicted_class, str(p.ood.in_distribution).lower(),
+                     "" if p.ood.p_value is None else f"{p.ood.p_value:.4f}", f"{p.ood.distance:.4f}",
                      f"{p.ood.threshold:.4f}", ";".join(p.ood.out_of_range),
                      ";".join(f"{f}:{c:+.3f}" for f, _, c in p.contributions), " | ".join(p.warnings)])
     return head, rows
