@@ -235,7 +235,7 @@ def test_study_grid_small_and_report(tmp_path, shared_data):
     assert "Seed stability" in html and "prevalence of 30%" in html
     assert len((out / "grid.csv").read_text().splitlines()) == len(rows) + 1
     curves = s["curves"]
-    best = next(k for k in curves["decision_curve"] if k.startswith("grid best of 12 (optimistic"))
+    best = next(k for k in curves["decision_curve"] if k.startswith("grid best of 24 (optimistic"))
     dc = curves["decision_curve"][best]
     assert dc["prevalence"] == 0.3 and "treat_all" in dc and "ci_low" in dc
     cal = curves["calibration"]["logreg: logreg (standard, C=1.0)"]
