@@ -91,8 +91,9 @@ def plot_curves(out: Path, models: Mapping[str, np.ndarray], y: np.ndarray, clas
         ax.plot(cal["mean_predicted"], cal["observed_fraction"], "o", label="5 bins")
         for xm, yo, n in zip(cal["mean_predicted"], cal["observed_fraction"], cal["count"]):
             ax.annotate(f"n={n}", (xm, yo), textcoords="offset points", xytext=(3, -9), fontsize=6)
-        ax.hist(score, bins=20, range=(0, 1), bottom=-0.12, weights=np.full(len(score), 0.1 / max(len(score) / 20, 1)),
-                color="grey", alpha=0.5)
+        counts, edges = np.histogram(score, bins=20, range=(0, 1))
+        ax.bar(edges[:-1], 0.12 * counts / max(counts.max(), 1), width=0.05, align="edge", bottom=-0.14,
+               color="grey", alpha=0.5)
         i_, s_ = st["intercept"], st["slope"]
         ax.set_title(f"{name[:38]}\nintercept {i_['value']:.2f} [{i_['ci_low']:.2f}, {i_['ci_high']:.2f}]\n"
                      f"slope {s_['value']:.2f} [{s_['ci_low']:.2f}, {s_['ci_high']:.2f}]", fontsize=7)
