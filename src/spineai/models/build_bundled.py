@@ -103,6 +103,10 @@ def refresh_reference_ood(data: Path, out_dir: Path = BUNDLED_DIR) -> dict:
     card["ood"] = fit_ood(ds.X, ds.feature_names)
     card["ood"]["note"] = ("recalibrated on the training table with the cross-conformal check; the classifier and its "
                            "selection are unchanged from the bundle's build")
+    # what that build did: its pick was one 3-fold CV AUC comparison; nested CV only reported it
+    card["description"] = ("SD vs MET on 31 LIFEx texture features; " + card["model_description"] + " picked by a "
+                           "3-fold CV AUC comparison (the earlier auto), performance by nested CV, on the study's 80 "
+                           "lesions (sdmet31). Only for LIFEx-compatible feature values.")
     card.pop("model", None)
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td) / "b.zip"
