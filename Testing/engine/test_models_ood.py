@@ -99,3 +99,11 @@ def test_pyradiomics_features_renamed_to_lifex_are_flagged(shared_data, tmp_path
     kept = Table(cols, [list(r.values()) for r in rows[:1]])
     p = reference_bundle.predict(kept)[0]
     assert not p.ood.in_distribution and "feature definitions do not match" in p.ood.message()
+
+
+def test_bundled_reference_card_states_its_false_alarm_rate(lesions):
+    from spineai.models import REFERENCE_MODEL_ID, load_bundle
+
+    ood = load_bundle(REFERENCE_MODEL_ID).card["ood"]
+    assert ood["false_alarm"] == fit_ood(lesions.X, lesions.feature_names)["false_alarm"]
+    assert ood["false_alarm"]["n"] == 80 and ood["false_alarm"]["rate"] <= 2 * ALPHA
