@@ -86,35 +86,6 @@ def build_reference(data: Path, out_dir: Path = BUNDLED_DIR) -> dict:
     return _entry(REFERENCE_ID, REFERENCE_VERSION, target, sha, card)
 
 
-def refresh_reference_ood(data: Path, out_dir: Path = BUNDLED_DIR) -> dict:
-    """Recalibrate only the out-of-distribution check of the bundled reference model on its
-    training table (the check does not depend on the classifier), leaving its model and selection
-    as they were made; the card says so."""
-    from spineai.models.bundle import load_bundle, save_bundle, sha256_file
-    from spineai.models.ood import fit_ood
-    from spineai.models.training import load_dataset
-
-    target = out_dir / f"{REFERENCE_ID}-{REFERENCE_VERSION}.zip"
-    b = load_bundle(target)
-    ds = load_dataset(data / "sdmet31" / "train.csv", "diagnosis", exclude=["label"])
-    if ds.feature_names != b.feature_names:
-        raise SystemExit("the reference model's features are not the table's")
-    card = dict(b.card)
-    card["ood"] = fit_ood(ds.X, ds.feature_names)
-    card["ood"]["note"] = ("recalibrated on the training table with the cross-conformal check; the classifier and its "
-                           "selection are unchanged from the bundle's build")
-    # what that build did: its pick was one 3-fold CV AUC comparison; nested CV only reported it
-    card["description"] = ("SD vs MET on 31 LIFEx texture features; " + card["model_description"] + " picked by a "
-                           "3-fold CV AUC comparison (the earlier auto), performance by nested CV, on the study's 80 "
-                           "lesions (sdmet31). Only for LIFEx-compatible feature values.")
-    card.pop("model", None)
-    with tempfile.TemporaryDirectory() as td:
-        tmp = Path(td) / "b.zip"
-        save_bundle(card, b.model, tmp)
-        os.replace(tmp, target)
-    return _entry(REFERENCE_ID, REFERENCE_VERSION, target, sha256_file(target), card)
-
-
 def build_demo(out_dir: Path = BUNDLED_DIR, n_per_kind: int = 20) -> dict:
     from spineai.models.training import train_bundle
 
@@ -151,14 +122,11 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=os.environ.get("SPINEAI_TEST_DATA", "../shared/data"))
     ap.add_argument("--only", choices=["reference", "demo"])
     ap.add_argument("--n-per-kind", type=int, default=20)
-    ap.add_argument("--refresh-ood", action="store_true", help="only recalibrate the reference model's OOD check")
     a = ap.parse_args(argv)
     entries = []
-    if a.refresh_ood:
-        entries.append(refresh_reference_ood(Path(a.data)))
-    elif a.only in (None, "reference"):
+    if a.only in (None, "reference"):
         entries.append(build_reference(Path(a.data)))
-    if a.only in (None, "demo") and not a.refresh_ood:
+    if a.only in (None, "demo"):
         entries.append(build_demo(n_per_kind=a.n_per_kind))
     write_registry(entries)
     for e in entries:
