@@ -197,6 +197,9 @@ def _tripod(summary: dict, recipe: str) -> str:
     n, d = summary["n_samples"], summary["n_features"]
     counts = ", ".join(f"{k} {v}" for k, v in summary["class_counts"].items())
     events = min(summary["class_counts"].values())
+    rows = summary["grid"]["rows"]
+    its = " / ".join(f"{i:,}" for i in sorted({r["iterations"] for r in rows}))
+    lrs = " / ".join(f"{v:g}" for v in sorted({r["learning_rate"] for r in rows}))
     return f"""<h2>Reporting summary (TRIPOD+AI items)</h2>
 <ul>
 <li><b>Data:</b> {html.escape(summary['table'])}, {n} lesions ({html.escape(counts)}), {d} radiomic features; for the
@@ -216,9 +219,9 @@ The study recipe reproduces the original training (N(0,1) weights after seed 14,
 complete mini-batches then a partial one, the first 30 of 31 columns L2-normalised, each table by its own norms),
 but scores it by cross-validation on the 80 lesions instead of on the 91 validation lesions, and its normalisation
 is transductive: each test fold is scaled by its own norms, which a single new case cannot be. The improved recipe
-(min-max scaling fitted on the training fold, Glorot start) is SpineAI's own, not the study's. Both use the
-study's grid: iterations 5,000 / 10,000 / 20,000 / 50,000 x learning rates 0.001 / 0.005 / 0.0075 / 0.01; an
-iteration is an epoch. Comparators and SpineAI's network B switches are not part of the study.</li>
+(min-max scaling fitted on the training fold, Glorot start) is SpineAI's own, not the study's. This run's grid:
+iterations {its} x learning rates {lrs} (the study's: 5,000 / 10,000 / 20,000 / 50,000 x 0.001 / 0.005 / 0.0075 /
+0.01); an iteration is an epoch. Comparators and SpineAI's network B switches are not part of the study.</li>
 <li><b>Intended use:</b> research only, not a medical device; never a diagnosis.</li>
 </ul>"""
 

@@ -188,7 +188,8 @@ def train_grid_all(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0, 
                    modes: Sequence[str] = STUDY_MODES, learning_rates: Sequence[float] = LEARNING_RATES,
                    iterations: Sequence[int] = ITERATIONS, dtype=np.float32, use_numba: bool | None = None,
                    threads: int | None = None, recipe: str = "improved") -> dict:
-    """The grid as the study ran it: every run trained once on the whole table, no evaluation.
+    """The grid trained as the study did, once on the whole table (with ``recipe``'s start and
+    scaling), no evaluation.
     Returns {run key: flat parameters} and the seconds taken; the benchmark's subject."""
     _check_recipe(recipe)
     t0 = time.perf_counter()
