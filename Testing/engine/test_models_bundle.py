@@ -34,7 +34,7 @@ def bundle_for(ds, config, tmp_path, name="m.zip"):
 
 @pytest.mark.parametrize("name,extra", [
     ("logreg", {}), ("svm", {}), ("rf", {"n_estimators": 30}), ("xgboost", {"n_estimators": 30}),
-    ("mlp-a", {"iterations": 200}),
+    ("mlp-a", {"iterations": 200}), ("ensemble", {"iterations": 50, "n_estimators": 20}),
     ("mlp-b", {"iterations": 60, "optimizer": "adam", "batchnorm": True, "dropout": 0.1, "mode": "minibatch",
                "learning_rate": 0.01, "early_stopping": True, "class_weights": True, "scaling": "standard", "select_k": 4}),
 ])

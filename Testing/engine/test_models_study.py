@@ -108,13 +108,119 @@ def test_decision_curve_treat_all_and_perfect_model():
     dc = decision_curve(pos.astype(float), pos, np.array([0.2, 0.5]))
     assert dc["net_benefit"] == pytest.approx([0.3, 0.3])
     assert dc["treat_all"] == pytest.approx([0.3 - 0.7 * 0.25, 0.3 - 0.7])
+    assert dc["treat_none"] == [0.0, 0.0] and dc["prevalence"] == pytest.approx(0.3)
+
+
+def test_decision_curve_at_a_stated_prevalence_with_bands():
+    rng = np.random.default_rng(0)
+    pos = np.arange(100) % 2 == 0
+    p = np.clip(0.5 + 0.3 * (pos - 0.5) + 0.2 * rng.standard_normal(100), 0, 1)
+    dc = decision_curve(p, pos, np.array([0.1, 0.3]), prevalence=0.1, n_boot=200)
+    sens, fpr = (p[pos] >= 0.3).mean(), (p[~pos] >= 0.3).mean()
+    assert dc["prevalence"] == 0.1 and dc["prevalence_source"] == "user"
+    assert dc["net_benefit"][1] == pytest.approx(sens * 0.1 - fpr * 0.9 * 0.3 / 0.7)
+    assert dc["treat_all"][0] == pytest.approx(0.1 - 0.9 * 0.1 / 0.9)
+    assert all(lo <= v <= hi for lo, v, hi in zip(dc["ci_low"], dc["net_benefit"], dc["ci_high"]))
+
+
+def test_calibration_intercept_and_slope():
+    from spineai.models.evaluation import calibration_stats
+
+    rng = np.random.default_rng(1)
+    lp = rng.normal(0, 1.5, 4000)
+    pos = rng.random(4000) < 1 / (1 + np.exp(-lp))
+    good = calibration_stats(1 / (1 + np.exp(-lp)), pos)
+    assert good["slope"]["ci_low"] < 1 < good["slope"]["ci_high"]
+    assert abs(good["intercept"]["value"]) < 0.15
+    assert good["intercept"]["ci_high"] - good["intercept"]["ci_low"] == pytest.approx(2 * 1.96 * 0.0376, rel=0.2)
+    extreme = calibration_stats(1 / (1 + np.exp(-2 * lp)), pos)  # overconfident: slope about 0.5
+    assert extreme["slope"]["value"] == pytest.approx(0.5, abs=0.08) and extreme["slope"]["ci_high"] < 1
+
+
+# --- the original study's recipe -----------------------------------------------------------------
+
+
+def test_study_grid_is_the_write_up_s():
+    from spineai.models.study import ITERATIONS, LEARNING_RATES
+
+    assert ITERATIONS == (5000, 10000, 20000, 50000)
+    assert LEARNING_RATES == (0.001, 0.005, 0.0075, 0.01)
+
+
+def test_study_init_and_shuffles_are_the_originals():
+    sizes = (31, 7, 3, 1)
+    p = gridtrain.study_init(sizes)
+    np.random.seed(14)
+    ref = [np.random.randn(7, 31), np.zeros(7), np.random.randn(3, 7), np.zeros(3), np.random.randn(1, 3), np.zeros(1)]
+    np.testing.assert_array_equal(p, np.concatenate([a.ravel() for a in ref]))
+    ix = np.arange(5, 69)
+    order = gridtrain.study_epoch_orders([ix, ix[:50]], 3)
+    for e in (1, 2, 3):
+        np.random.seed(10 + e)
+        np.testing.assert_array_equal(order[0, e - 1], ix[np.random.permutation(64)])
+    assert (order[1, :, 50:] == -1).all()
+
+
+def test_study_normalisation_is_l2_of_30_columns_per_table():
+    from spineai.models.study import _recipe_scaled
+
+    X = np.random.default_rng(0).random((20, 31)) * 50
+    tr, te = np.arange(15), np.arange(15, 20)
+    Z = _recipe_scaled(X, tr, te, "study")
+    np.testing.assert_allclose(np.linalg.norm(Z[tr, :30], axis=0), 1.0)
+    np.testing.assert_allclose(np.linalg.norm(Z[te, :30], axis=0), 1.0)  # its own norms: transductive
+    np.testing.assert_array_equal(Z[:, 30], X[:, 30])  # the 31st column stays raw
+
+
+def test_study_arithmetic_matches_the_original_loop_and_reports_nan():
+    """Mini-batches of the original (complete ones, then a partial one), its output gradient;
+    a run pushed to saturation becomes NaN instead of being silently repaired."""
+    X, y = _toy(21, 4)
+    sizes = (4, 3, 1)
+    p0 = gridtrain.study_init(sizes)
+    order = gridtrain.study_epoch_orders([np.arange(21)], 2)
+    res = gridtrain.train_runs(X, y[:, None].astype(float), sizes, [np.arange(21)], np.array([0]), p0, np.array([0.5]),
+                               np.array([8]), np.array([2]), seed=0, order=order, exact=True)
+    W1, b1 = p0[:12].reshape(3, 4).copy(), p0[12:15].copy()
+    W2, b2 = p0[15:18].reshape(1, 3).copy(), p0[18:19].copy()
+    for e in range(2):
+        idx = order[0, e]
+        for s in range(0, 21, 8):  # 8, 8, then 5
+            b = idx[s:s + 8]
+            A1 = np.tanh(X[b] @ W1.T + b1)
+            A2 = 1 / (1 + np.exp(-(A1 @ W2.T + b2)))
+            dZ2 = -(y[b, None] / A2 - (1 - y[b, None]) / (1 - A2)) * A2 * (1 - A2)
+            dZ1 = (dZ2 @ W2) * (1 - A1 ** 2)
+            W2, b2 = W2 - 0.5 * dZ2.T @ A1 / len(b), b2 - 0.5 * dZ2.mean(0)
+            W1, b1 = W1 - 0.5 * dZ1.T @ X[b] / len(b), b1 - 0.5 * dZ1.mean(0)
+    np.testing.assert_allclose(res.snapshots[-1, :, 0], np.concatenate([W1.ravel(), b1, W2.ravel(), b2]), atol=1e-5)
+    Xs = np.vstack([np.full((10, 4), 3.0), np.full((10, 4), -3.0)])
+    ys = np.r_[np.ones(10), np.zeros(10)]
+    big = gridtrain.train_runs(Xs, ys[:, None], sizes, [np.arange(20)], np.array([0]), p0 * 10, np.array([50.0]),
+                               np.array([1]), np.array([5, 200]), seed=0,
+                               order=gridtrain.study_epoch_orders([np.arange(20)], 200), exact=True)
+    assert np.isnan(big.snapshots[-1]).any()
+
+
+def test_seed_stability_compares_the_recipes(shared_data):
+    from spineai.models.study import seed_stability
+    from spineai.models.training import load_dataset
+
+    ds = load_dataset(shared_data("sdmet31", "train.csv"), "diagnosis", exclude=["label"])
+    st = seed_stability(ds.X, ds.y, 2, folds=3, seeds=range(3), iterations=100)
+    assert set(st["recipes"]) == {"study", "improved"}
+    study, improved = st["recipes"]["study"]["auc"], st["recipes"]["improved"]["auc"]
+    assert len(study) == len(improved) == 3
+    assert len(set(study)) == 3  # the original start changes the result with its seed
+    assert all(0.5 < a <= 1 for a in improved)
 
 
 def test_study_grid_small_and_report(tmp_path, shared_data):
     from spineai.models.study import run_study
 
     s = run_study(shared_data("sdmet31", "train.csv"), "diagnosis", tmp_path / "study", folds=3, n_boot=100,
-                  iterations=(20, 40), learning_rates=(0.01, 0.05))
+                  iterations=(20, 40), learning_rates=(0.01, 0.05), recipe="study", prevalence=0.3,
+                  stability_seeds=2, stability_iterations=30, exclude=["label"])
     rows = s["grid"]["rows"]
     assert len(rows) == 2 * 3 * 2 * 2 == s["grid"]["runs"]
     assert {r["mode"] for r in rows} == {"batch", "stochastic", "minibatch"}
@@ -124,9 +230,20 @@ def test_study_grid_small_and_report(tmp_path, shared_data):
         assert (out / f).stat().st_size > 0, f
     html = (out / "report.html").read_text()
     assert "Original grid" in html and "improved mlp-b" in html and "xgboost" in html
+    assert "transductive" in html and "Reporting summary (TRIPOD+AI items)" in html
+    assert "Nothing here is externally validated" in html and "per feature" in html
+    assert "Seed stability" in html and "prevalence of 30%" in html
     assert len((out / "grid.csv").read_text().splitlines()) == len(rows) + 1
-    # comparators are honest and clearly better than chance on the study's table
+    curves = s["curves"]
+    best = next(k for k in curves["decision_curve"] if k.startswith("grid best of 24 (optimistic"))
+    dc = curves["decision_curve"][best]
+    assert dc["prevalence"] == 0.3 and "treat_all" in dc and "ci_low" in dc
+    cal = curves["calibration"]["logreg: logreg (standard, C=1.0)"]
+    assert {"intercept", "slope"} <= set(cal) and sum(cal["bins"]["count"]) == 80
+    # "logreg" is one model: the README's and `train --model logreg`'s (C = 1)
+    assert s["others"]["logreg"]["description"] == "logreg (standard, C=1.0)"
     assert s["others"]["logreg"]["metrics"]["auc"]["value"] > 0.85
-    # stochastic mode at the highest learning rate converges (held-out loss falls from its start)
     c = s["grid"]["curves"]["mlp-b|stochastic|0.05"]
     assert c["train_loss"][-1] < c["train_loss"][0]
+    conv = __import__("re").findall(r"CV test folds", html)
+    assert conv

@@ -1,7 +1,7 @@
 """SD / MET / STB classifiers on radiomic features: training, honest evaluation, bundles, registry.
 
-Public API (everything here imports without torch; torch is needed only to train networks with the
-study's "next steps" switches):
+Public API (everything here imports without torch; torch is needed only to train networks with
+SpineAI's switches: batch normalisation, dropout, Adam, early stopping, class weights):
 
 - ``load_bundle(path_or_id) -> ModelBundle``; ``ModelBundle.predict(features) -> Prediction(s)``
 - ``classify_with_demo_model(values) -> Prediction``: the bundled demonstration model on the

@@ -2,8 +2,9 @@
 
     python -m spineai.models.build_bundled [--data ../shared/data] [--only reference|demo]
 
-1. ``sdmet31-reference``: ``auto`` (nested CV among the comparators and the study's networks with
-   switches) on the study's 80 lesions (sdmet31/train.csv, LIFEx features, SD vs MET).
+1. ``sdmet31-reference``: ``auto`` (log-loss over repeated CV with the one-standard-error rule among
+   the comparators, the two network shapes with SpineAI's switches and a soft-vote ensemble;
+   reported by nested CV) on the study's 80 lesions (sdmet31/train.csv, LIFEx features, SD vs MET).
 2. ``spineai-demo-phantom``: a logistic regression on SpineAI's own 31 PyRadiomics features of
    synthetic phantom lesions (SD / MET / STB), marked as a demonstration.
 
@@ -77,8 +78,9 @@ def build_reference(data: Path, out_dir: Path = BUNDLED_DIR) -> dict:
         tmp = Path(td) / "b.zip"
         train_bundle(table, "diagnosis", "auto", tmp, exclude=["label"], seed=0, n_boot=1000, model_id=REFERENCE_ID,
                      version=REFERENCE_VERSION,
-                     description="SD vs MET on 31 LIFEx texture features; auto-selected by nested CV on the study's "
-                                 "80 lesions (sdmet31). Only for LIFEx-compatible feature values.")
+                     description="SD vs MET on 31 LIFEx texture features; chosen by auto (repeated-CV log-loss, "
+                                 "one-standard-error rule) on the study's 80 lesions (sdmet31), performance by nested "
+                                 "CV. Only for LIFEx-compatible feature values.")
         sha, card = _pin_and_write(tmp, REFERENCE_ID, REFERENCE_VERSION)
         os.replace(tmp, target)
     return _entry(REFERENCE_ID, REFERENCE_VERSION, target, sha, card)

@@ -25,7 +25,7 @@ from spineai.bundlefile import (BOOSTER, CARD, MANIFEST, WEIGHTS, parse_version,
                                 read_files as _read_files, sha256_bytes, sha256_file, verify_files, write_files)
 from spineai.featureset import DEFINITION_LIFEX, DEFINITION_PYRADIOMICS
 from spineai.models.estimators import FittedModel
-from spineai.models.ood import OODResult, check_ood
+from spineai.models.ood import OODResult, check_ood, table_p_value
 
 ALLOWED_FILES = {CARD, WEIGHTS, BOOSTER}
 
@@ -105,6 +105,9 @@ class ModelBundle:
             table, single = table_from_records(list(features)), False
         cols, aliased = match_features(table, self.feature_names)
         definition = feature_definition
+        if definition is None and "prov_parameter_set" in table.columns:
+            # `spineai features` output carries its provenance, whatever its feature columns are called.
+            definition = DEFINITION_PYRADIOMICS
         if definition is None and aliased:
             # The names say which definition the values follow.
             definition = DEFINITION_LIFEX if self.feature_definition == DEFINITION_PYRADIOMICS else DEFINITION_PYRADIOMICS
@@ -130,6 +133,14 @@ class ModelBundle:
         ref = np.asarray(self.card["features"]["training_median"], dtype=np.float64)
         contrib, method = self.model.contributions(X, ref, self.feature_names)
         oods = check_ood(self.card["ood"], X)
+        reasons = [w.split(":")[0] for w in warnings if w.startswith("feature definitions do not match")]
+        table_p = table_p_value([r.p_value for r in oods]) if len(X) > 1 and oods[0].p_value is not None else 1.0
+        if table_p < self.card["ood"].get("table_alpha", 0.0):
+            reasons.append(f"the table as a whole does not fit the training data (combined p = {table_p:.1e}): "
+                           "another feature definition, scanner or protocol?")
+        for r in oods:
+            if reasons:
+                r.in_distribution, r.reasons = False, list(reasons)
         ids = None if single else table.row_ids()
         out = []
         for i in range(len(X)):

@@ -82,13 +82,14 @@ def cmd_train(args) -> int:
 
 
 def _prediction_rows(bundle, preds) -> tuple[list[str], list[list[str]]]:
-    head = ["case_id"] + [f"p_{c}" for c in bundle.classes] + ["predicted_class", "in_distribution", "ood_distance",
-                                                               "ood_threshold", "out_of_range_features",
+    head = ["case_id"] + [f"p_{c}" for c in bundle.classes] + ["predicted_class", "in_distribution", "ood_p_value",
+                                                               "ood_distance", "ood_threshold", "out_of_range_features",
                                                                "top_features", "warnings"]
     rows = []
     for p in preds:
         rows.append([p.case_id or ""] + [f"{p.probabilities[c]:.6f}" for c in bundle.classes] +
-                    [p.predicted_class, str(p.ood.in_distribution).lower(), f"{p.ood.distance:.4f}",
+                    [p.predicted_class, str(p.ood.in_distribution).lower(),
+                     "" if p.ood.p_value is None else f"{p.ood.p_value:.4f}", f"{p.ood.distance:.4f}",
                      f"{p.ood.threshold:.4f}", ";".join(p.ood.out_of_range),
                      ";".join(f"{f}:{c:+.3f}" for f, _, c in p.contributions), " | ".join(p.warnings)])
     return head, rows
@@ -170,9 +171,18 @@ def cmd_study(args) -> int:
     s = run_study(args.table, args.label_column, args.out, folds=args.folds, seed=args.seed, n_boot=args.bootstrap,
                   iterations=args.iterations, learning_rates=args.learning_rates, with_auto=args.auto,
                   group_column=args.group_column, exclude=args.exclude, impute=args.impute, overwrite=args.overwrite,
-                  progress=_progress(args, "grid"))
+                  progress=_progress(args, "grid"), recipe=args.recipe, prevalence=args.prevalence,
+                  stability_seeds=args.stability_seeds)
     g = s["grid"]
-    print(f"grid: {g['runs']} runs x {s['folds']} folds in {g['seconds']:.1f} s ({g['engine']})")
+    print(f"grid ({args.recipe} recipe): {g['runs']} runs x {s['folds']} folds in {g['seconds']:.1f} s ({g['engine']})")
+    if args.recipe == "study":
+        print("  study recipe: each test fold is L2-normalised by its own norms (transductive, as the study did); "
+              "these figures are not those of a model that scores one new case")
+    nan = [r for r in g["rows"] if "nan_from_epoch" in r]
+    if nan:
+        print(f"  {len(nan)} runs became NaN: " + "; ".join(f"{r['network']} {r['mode']} lr={r['learning_rate']:g} "
+                                                           f"it={r['iterations']} (from epoch {r['nan_from_epoch']})"
+                                                           for r in nan))
     for r in best_rows(g["rows"], top=3):
         a = r["metrics"]["auc"]
         print(f"  {r['network']} {r['mode']:10s} lr={r['learning_rate']:<7g} it={r['iterations']:<6d} "
@@ -214,7 +224,7 @@ def add_commands(subparsers) -> None:
                                           "write a bundle (.zip or folder) with its model card.")
     p.add_argument("table", help="CSV or XLSX feature table")
     _add_table_options(p)
-    p.add_argument("--model", required=True, choices=["mlp-a", "mlp-b", "logreg", "svm", "rf", "xgboost", "auto"])
+    p.add_argument("--model", required=True, choices=["mlp-a", "mlp-b", "logreg", "svm", "rf", "xgboost", "ensemble", "auto"])
     p.add_argument("--out", required=True, help="bundle path (.zip, or a folder)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=1, help="repeats of the k-fold CV")
@@ -224,7 +234,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--id", help="model id for the card (default: the output name)")
     p.add_argument("--version", default="1.0.0")
     p.add_argument("--demonstration", action="store_true", help="mark the model as a demonstration")
-    g = p.add_argument_group("switches (the study's next steps)")
+    g = p.add_argument_group("switches (SpineAI's; the networks' shapes, mode and learning rate are the study's)")
     g.add_argument("--scaling", choices=["minmax", "standard"])
     g.add_argument("--select-k", type=int, help="SelectKBest (ANOVA F) inside each training fold")
     g.add_argument("--batchnorm", action="store_true")
@@ -266,16 +276,26 @@ def add_commands(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = subparsers.add_parser("study", help="rerun the original study's 96-run grid next to the improved pipeline "
-                                            "and comparators; HTML report")
+    p = subparsers.add_parser("study", help="rerun the original study's 96-run grid (--recipe study: exactly; "
+                                            "improved: SpineAI's) next to SpineAI's pipeline and comparators; HTML report")
     p.add_argument("table")
     _add_table_options(p)
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iterations", type=_ints, default=[5000, 10000, 25000, 50000], help="comma-separated epochs")
-    p.add_argument("--learning-rates", type=_floats, default=[0.001, 0.0025, 0.0075, 0.01])
+    p.add_argument("--recipe", choices=["study", "improved"], default="improved",
+                   help="study: the original training exactly (N(0,1) start with seed 14, shuffles from seed 10 + "
+                        "epoch, the first 30 columns L2-normalised per table: transductive); improved: SpineAI's own "
+                        "(min-max fitted on the training fold, Glorot start)")
+    p.add_argument("--iterations", type=_ints, default=[5000, 10000, 20000, 50000],
+                   help="comma-separated epochs (default: the study's)")
+    p.add_argument("--learning-rates", type=_floats, default=[0.001, 0.005, 0.0075, 0.01],
+                   help="default: the study's")
+    p.add_argument("--prevalence", type=float, help="prevalence of the positive class for the decision curve "
+                                                    "(default: the table's)")
+    p.add_argument("--stability-seeds", type=int, default=10,
+                   help="initial-weight seeds for the seed-stability comparison of the two recipes (0: skip)")
     p.add_argument("--auto", action="store_true", help="also run auto's nested CV (about a minute more)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")

@@ -1,9 +1,10 @@
-"""The classifiers: the study's networks with the "next steps" switches, and the comparators.
+"""The classifiers: the study's two network shapes with SpineAI's switches, the comparators, and a
+soft-vote ensemble of three families.
 
 Every fitted model predicts with numpy (and xgboost for tree models) from plain arrays, so a bundle
 never needs torch or a pickle: torch is imported only to train networks that use batch
-normalisation, dropout, Adam, early stopping or class weights; the study's plain gradient descent
-runs in the compiled loop of ``gridtrain``.
+normalisation, dropout, Adam, early stopping or class weights; plain gradient descent (the study's
+update rule) runs in the compiled loop of ``gridtrain``.
 """
 
 from __future__ import annotations
@@ -17,18 +18,23 @@ import numpy as np
 
 from spineai.errors import SpineAIError
 
-MODEL_NAMES = ("mlp-a", "mlp-b", "logreg", "svm", "rf", "xgboost")
+MODEL_NAMES = ("mlp-a", "mlp-b", "logreg", "svm", "rf", "xgboost", "ensemble")
 HIDDEN = {"mlp-a": (6,), "mlp-b": (7, 3)}
+# The ensemble's members, one per family (linear, trees, network), each at its defaults; one tree
+# model at most, as a bundle holds one booster.
+ENSEMBLE_MEMBERS = ("logreg", "rf", "mlp-a")
 MODES = {"batch": None, "stochastic": 1, "minibatch": 16}
 
 
 @dataclass(frozen=True)
 class Config:
-    """A model and its switches. Defaults for the networks are the study's best: min-max scaling,
-    mini-batch (b = 16) gradient descent at learning rate 0.0075."""
+    """A model and its switches. Network defaults: mini-batch (b = 16) gradient descent at learning
+    rate 0.0075, the setting the study's write-up found best, with SpineAI's own min-max scaling
+    fitted on the training data and Glorot initialisation (the study's L2 normalisation of each
+    table by its own norms cannot score a single new case; see ``spineai study --recipe study``)."""
 
     model: str = "mlp-b"
-    scaling: str = "minmax"  # "minmax" (the study) | "standard"
+    scaling: str = "minmax"  # "minmax" | "standard"
     select_k: int | None = None  # SelectKBest (ANOVA F) on the training data
     batchnorm: bool = False
     dropout: float = 0.0
@@ -46,7 +52,7 @@ class Config:
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
             raise SpineAIError(f"unknown model {self.model!r}: choose one of {', '.join(MODEL_NAMES)} or auto")
-        if self.scaling not in ("minmax", "standard"):
+        if self.scaling not in ("minmax", "standard", "none"):
             raise SpineAIError(f"unknown scaling {self.scaling!r}: minmax or standard")
         if self.mode not in MODES:
             raise SpineAIError(f"unknown training mode {self.mode!r}: {', '.join(MODES)}")
@@ -70,6 +76,8 @@ class Config:
         )
 
     def describe(self) -> str:
+        if self.model == "ensemble":
+            return "ensemble (soft vote of " + ", ".join(c.describe() for c in ensemble_members(self)) + ")"
         if not self.is_network:
             extra = {"logreg": f"C={self.C}", "svm": f"RBF, C={self.C}", "rf": f"{self.n_estimators} trees",
                      "xgboost": f"{self.n_estimators} rounds, depth {self.max_depth}"}[self.model]
@@ -167,6 +175,9 @@ class FittedModel:
     # margin = log-odds of the positive class (binary) or per-class logits
     def margin(self, Z: np.ndarray) -> np.ndarray:
         kind = self.config.model
+        if kind == "ensemble":
+            p = np.clip(np.mean([m.predict_proba(Z) for m in self.params["fitted_members"]], axis=0), 1e-12, 1.0)
+            return np.log(p[:, 1]) - np.log(p[:, 0]) if self.n_classes == 2 else np.log(p)
         if kind in HIDDEN:
             a = Z
             n = self.params["n_layers"]
@@ -256,14 +267,32 @@ class FittedModel:
 
     # serialisation: JSON-able params + arrays (safetensors) + optional booster JSON
     def to_parts(self) -> tuple[dict, dict[str, np.ndarray], bytes | None]:
+        params, arrays, booster = dict(self.params), dict(self.arrays), self.booster_json
+        if self.config.model == "ensemble":  # members' arrays prefixed "m<i>.", their metadata in params
+            members = params.pop("fitted_members")
+            params["members"] = []
+            for i, m in enumerate(members):
+                mm, ma, mb = m.to_parts()
+                params["members"].append(mm)
+                arrays.update({f"m{i}.{k}": v for k, v in ma.items()})
+                booster = mb if mb is not None else booster
         meta = {"config": self.config.to_dict(), "n_classes": self.n_classes, "preprocessing": self.pre.to_json(),
-                "params": self.params}
-        return meta, {k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, self.booster_json
+                "params": params}
+        return meta, {k: np.ascontiguousarray(v) for k, v in arrays.items()}, booster
 
     @classmethod
     def from_parts(cls, meta: dict, arrays: dict[str, np.ndarray], booster_json: bytes | None) -> "FittedModel":
+        params = dict(meta.get("params", {}))
+        if meta["config"].get("model") == "ensemble":
+            members = []
+            for i, mm in enumerate(params.pop("members")):
+                tree = mm["config"]["model"] in ("rf", "xgboost")
+                members.append(cls.from_parts(mm, {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"m{i}.")},
+                                              booster_json if tree else None))
+            params["fitted_members"] = members
+            arrays = {}
         return cls(Config.from_dict(meta["config"]), int(meta["n_classes"]), Preprocessor.from_json(meta["preprocessing"]),
-                   dict(arrays), dict(meta.get("params", {})), booster_json)
+                   dict(arrays), params, booster_json if meta["config"].get("model") != "ensemble" else None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,8 +304,21 @@ def _class_weight_vector(y: np.ndarray, n_classes: int) -> np.ndarray:
     return len(y) / (n_classes * np.maximum(counts, 1))
 
 
+def ensemble_members(config: Config) -> list[Config]:
+    """The member configurations of an ensemble config: each member's defaults, with the ensemble's
+    seed, C (logistic regression), n_estimators (forest) and iterations (network)."""
+    return [default_config(m, seed=config.seed, class_weights=config.class_weights or None,
+                           C=config.C if m == "logreg" else None,
+                           n_estimators=config.n_estimators if m == "rf" else None,
+                           iterations=config.iterations if m in HIDDEN else None) for m in ENSEMBLE_MEMBERS]
+
+
 def fit_model(config: Config, X: np.ndarray, y: np.ndarray, n_classes: int) -> FittedModel:
     """Fit ``config`` on raw features X (n, d) and class indices y."""
+    if config.model == "ensemble":
+        members = [fit_model(c, X, y, n_classes) for c in ensemble_members(config)]
+        identity = Preprocessor("none", np.zeros(X.shape[1]), np.ones(X.shape[1]), np.arange(X.shape[1]))
+        return FittedModel(config, n_classes, identity, {}, {"fitted_members": members})
     pre = Preprocessor.fit(X, y, config.scaling, config.select_k)
     Z = pre.transform(X)
     kind = config.model
@@ -327,7 +369,8 @@ def _arrays_from_flat(flat: np.ndarray, sizes) -> dict[str, np.ndarray]:
 
 
 def _fit_study_network(config, pre, Z, y, n_classes) -> FittedModel:
-    """The study's plain gradient descent, in the compiled loop shared with the grid."""
+    """Plain gradient descent with the study's update rule (mean gradient of each batch times the
+    learning rate), from a Glorot start, in the compiled loop shared with the grid."""
     from spineai.models import gridtrain
 
     sizes = _net_sizes(config, Z.shape[1], n_classes)
@@ -508,10 +551,13 @@ def _fit_xgb(config, pre, Z, y, n_classes) -> FittedModel:
 
 
 def default_config(model: str, **overrides) -> Config:
-    """Defaults per model: networks follow the study; others sensible small-data settings."""
+    """Defaults per model: networks at the study's best mode and learning rate; others sensible
+    small-data settings."""
     base: dict[str, Any] = {"model": model}
     if model in ("logreg", "svm", "rf", "xgboost"):
         base["scaling"] = "standard"
+    if model == "ensemble":
+        base.update(scaling="none", iterations=3000)  # each member scales for itself; network A's epochs
     base.update({k: v for k, v in overrides.items() if v is not None})
     return Config(**base)
 

@@ -1,8 +1,9 @@
 """Honest evaluation: stratified (grouped) repeated k-fold CV, nested CV, bootstrap CIs,
 calibration, decision curves, permutation importance.
 
-Metrics are computed on out-of-fold probabilities (averaged over repeats); 95 % CIs come from a
-bootstrap over lesions, or over patients when a group column is given. The bootstrap is written
+Metrics are computed on out-of-fold probabilities, per repeat of the CV and then averaged; 95 % CIs
+come from a bootstrap over lesions, or over patients when a group column is given, spread over the
+repeats' refitted models. The bootstrap is written
 as multinomial weights so all resamples of a metric are one matrix product (fast enough for the
 96-run grid).
 """
@@ -99,11 +100,21 @@ def bootstrap_weights(n: int, B: int, seed: int, groups: np.ndarray | None = Non
 
 def metrics_with_ci(probs: np.ndarray, y: np.ndarray, n_boot: int = 1000, seed: int = 0,
                     groups: np.ndarray | None = None, W: np.ndarray | None = None) -> dict[str, dict[str, float]]:
-    """{metric: {"value", "ci_low", "ci_high"}} with percentile 95 % bootstrap intervals."""
-    point = {k: float(v[0]) for k, v in weighted_metrics(probs, y, np.ones((1, len(y)))).items()}
+    """{metric: {"value", "ci_low", "ci_high"}} with percentile 95 % bootstrap intervals.
+
+    ``probs`` (R, n, K) holds R repeats of cross-validation, each with its own refitted models: the
+    value is the mean of the per-repeat metrics, and bootstrap resample b is scored on repeat b mod R,
+    so the interval holds the refitting variation as well as the sampling one (pooling the repeats'
+    probabilities first would score an implicit ensemble, with intervals too narrow)."""
+    P = probs[None] if probs.ndim == 2 else probs
+    R = len(P)
+    ones = np.ones((1, len(y)))
+    per = [weighted_metrics(P[r], y, ones) for r in range(R)]
+    point = {k: float(np.mean([m[k][0] for m in per])) for k in per[0]}
     if W is None:
         W = bootstrap_weights(len(y), n_boot, seed, groups)
-    boot = weighted_metrics(probs, y, W)
+    parts = [weighted_metrics(P[r], y, W[r::R]) for r in range(R) if len(W[r::R])]
+    boot = {k: np.concatenate([b[k] for b in parts]) for k in parts[0]} if parts else weighted_metrics(P[0], y, W)
     out = {}
     for k in METRICS:
         lo, hi = np.nanpercentile(boot[k], [2.5, 97.5]) if n_boot > 0 else (np.nan, np.nan)
@@ -129,20 +140,73 @@ def calibration_curve(p: np.ndarray, pos: np.ndarray, bins: int = 10) -> dict[st
     return {"mean_predicted": mp, "observed_fraction": fo, "count": cnt}
 
 
-def decision_curve(p: np.ndarray, pos: np.ndarray, thresholds: np.ndarray | None = None) -> dict[str, list]:
-    """Net benefit of treating when p >= t, against treat-all and treat-none (Vickers & Elkin)."""
+def smoothed_calibration(p: np.ndarray, pos: np.ndarray, grid: np.ndarray | None = None,
+                         bandwidth: float = 0.1) -> dict[str, list]:
+    """Observed fraction against predicted probability, Gaussian-kernel smoothed (no bins)."""
+    if grid is None:
+        grid = np.linspace(max(0.0, p.min()), min(1.0, p.max()), 50)
+    w = np.exp(-0.5 * ((grid[:, None] - p[None, :]) / bandwidth) ** 2)
+    return {"predicted": grid.tolist(), "observed": ((w @ pos.astype(float)) / np.maximum(w.sum(1), 1e-12)).tolist()}
+
+
+def _logistic_irls(D: np.ndarray, y: np.ndarray, offset: np.ndarray, iters: int = 100):
+    """Unpenalised logistic regression (design D, offset) by Newton steps: (coefficients, covariance)
+    or NaNs when it does not converge (perfect separation)."""
+    beta = np.zeros(D.shape[1])
+    for _ in range(iters):
+        mu = 1.0 / (1.0 + np.exp(-np.clip(D @ beta + offset, -35, 35)))
+        H = D.T @ (D * (mu * (1 - mu))[:, None])
+        try:
+            step = np.linalg.solve(H, D.T @ (y - mu))
+        except np.linalg.LinAlgError:
+            break
+        beta = beta + step
+        if np.abs(step).max() < 1e-10:
+            return beta, np.linalg.inv(H)
+    return np.full(D.shape[1], np.nan), np.full((D.shape[1], D.shape[1]), np.nan)
+
+
+def calibration_stats(p: np.ndarray, pos: np.ndarray) -> dict[str, dict[str, float]]:
+    """Calibration intercept (calibration-in-the-large: logit(P(y)) = a + logit(p)) and slope
+    (logit(P(y)) = a + b logit(p)), each with a Wald 95 % CI. Ideal: intercept 0, slope 1; a slope
+    below 1 means predictions too extreme (overfitting)."""
+    lp = np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))
+    y = pos.astype(float)
+    out = {}
+    (a,), cov = _logistic_irls(np.ones((len(y), 1)), y, lp)
+    out["intercept"] = {"value": float(a), "ci_low": float(a - 1.96 * np.sqrt(cov[0, 0])),
+                        "ci_high": float(a + 1.96 * np.sqrt(cov[0, 0]))}
+    (_, b), cov = _logistic_irls(np.column_stack([np.ones(len(y)), lp]), y, np.zeros(len(y)))
+    out["slope"] = {"value": float(b), "ci_low": float(b - 1.96 * np.sqrt(cov[1, 1])),
+                    "ci_high": float(b + 1.96 * np.sqrt(cov[1, 1]))}
+    return out
+
+
+def decision_curve(p: np.ndarray, pos: np.ndarray, thresholds: np.ndarray | None = None,
+                   prevalence: float | None = None, n_boot: int = 0, seed: int = 0,
+                   groups: np.ndarray | None = None) -> dict[str, list]:
+    """Net benefit of treating when p >= t, against treat-all and treat-none (Vickers & Elkin), at
+    ``prevalence`` (default: the sample's): NB = sens * prev - (1 - spec) * (1 - prev) * t / (1 - t).
+    With ``n_boot``, 95 % bootstrap bands of the model's net benefit."""
     if thresholds is None:
         thresholds = np.round(np.arange(0.05, 0.96, 0.01), 2)
-    n = len(p)
-    prev = pos.mean()
-    nb, nb_all = [], []
-    for t in thresholds:
-        tp = np.sum((p >= t) & pos) / n
-        fp = np.sum((p >= t) & ~pos) / n
-        w = t / (1 - t)
-        nb.append(float(tp - fp * w))
-        nb_all.append(float(prev - (1 - prev) * w))
-    return {"threshold": thresholds.tolist(), "net_benefit": nb, "treat_all": nb_all, "treat_none": [0.0] * len(thresholds)}
+    prev = float(pos.mean() if prevalence is None else prevalence)
+    W = np.ones((1, len(p)))
+    if n_boot:
+        W = np.vstack([W, bootstrap_weights(len(p), n_boot, seed, groups)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        npos, nneg = (W * pos).sum(1), (W * ~pos).sum(1)
+        nb = np.array([((W * ((p >= t) & pos)).sum(1) / npos) * prev
+                       - ((W * ((p >= t) & ~pos)).sum(1) / nneg) * (1 - prev) * t / (1 - t) for t in thresholds])
+    out = {"threshold": thresholds.tolist(), "prevalence": prev,
+           "prevalence_source": "sample" if prevalence is None else "user",
+           "net_benefit": nb[:, 0].tolist(),
+           "treat_all": [float(prev - (1 - prev) * t / (1 - t)) for t in thresholds],
+           "treat_none": [0.0] * len(thresholds)}
+    if n_boot:
+        lo, hi = np.nanpercentile(nb[:, 1:], [2.5, 97.5], axis=1)
+        out["ci_low"], out["ci_high"] = lo.tolist(), hi.tolist()
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,7 +216,7 @@ def decision_curve(p: np.ndarray, pos: np.ndarray, thresholds: np.ndarray | None
 @dataclass
 class CVResult:
     description: str
-    probs: np.ndarray  # (n, K) out-of-fold, mean over repeats
+    probs: np.ndarray  # (n, K) out-of-fold probabilities of the first repeat (one set of fitted models)
     y: np.ndarray
     classes: list[str]
     metrics: dict[str, dict[str, float]]
@@ -160,6 +224,7 @@ class CVResult:
     folds: int
     repeats: int
     extra: dict = field(default_factory=dict)
+    repeat_probs: np.ndarray | None = None  # (R, n, K) every repeat's out-of-fold probabilities
 
     def summary(self) -> dict:
         return {"description": self.description, "folds": self.folds, "repeats": self.repeats,
@@ -167,11 +232,12 @@ class CVResult:
                 **self.extra}
 
 
-def cross_validate(fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray], X: np.ndarray,
+def cross_validate(fit_predict: Callable[..., np.ndarray], X: np.ndarray,
                    y: np.ndarray, classes: Sequence[str], folds: int = 5, repeats: int = 1, seed: int = 0,
                    groups: np.ndarray | None = None, n_boot: int = 1000, description: str = "",
                    progress=None) -> CVResult:
-    """``fit_predict(X_train, y_train, X_test, fold_seed) -> probs_test``, run on every fold."""
+    """``fit_predict(X_train, y_train, X_test, fold_seed, groups_train) -> probs_test``, run on
+    every fold; the training part's patient groups go along so that inner splits keep them."""
     from spineai.progress import report
 
     K = len(classes)
@@ -180,13 +246,13 @@ def cross_validate(fit_predict: Callable[[np.ndarray, np.ndarray, np.ndarray, in
     done = 0
     for r in range(repeats):
         for tr, te in split_indices(y, folds, seed + r, groups):
-            all_probs[r, te] = fit_predict(X[tr], y[tr], X[te], seed + 1000 * r + done)
+            all_probs[r, te] = fit_predict(X[tr], y[tr], X[te], seed + 1000 * r + done,
+                                           None if groups is None else groups[tr])
             done += 1
             report(progress, done, total, description)
-    mean = all_probs.mean(0)
     rep_auc = [float(weighted_metrics(all_probs[r], y, np.ones((1, len(y))))["auc"][0]) for r in range(repeats)]
-    return CVResult(description, mean, y, list(classes), metrics_with_ci(mean, y, n_boot, seed, groups),
-                    rep_auc, folds, repeats)
+    return CVResult(description, all_probs[0], y, list(classes), metrics_with_ci(all_probs, y, n_boot, seed, groups),
+                    rep_auc, folds, repeats, repeat_probs=all_probs)
 
 
 def permutation_importance(predict_proba: Callable[[np.ndarray], np.ndarray], X: np.ndarray, y: np.ndarray,

@@ -18,6 +18,12 @@ together, one sample at a time, with the run index as the innermost, contiguous 
 An "iteration" is an epoch: every mode passes each training sample once per iteration.
 Inside the loop tanh is a rational approximation (|error| < 3e-7) so that it vectorises; predictions
 from the trained weights use numpy's exact tanh. The grid runs in float32 by default (study.py).
+
+``exact=True`` is the original study's output arithmetic instead (``--recipe study``, in float64):
+the sigmoid as 1 / (1 + exp(-z)) and the output gradient as dA = -(y / a - (1 - y) / (1 - a)) times
+a (1 - a). That equals a - y until a rounds to exactly 0 or 1; there it is 0 / 0, and the weights
+become NaN as the original's did. ``study_init`` and ``study_epoch_orders`` give its N(0, 1) start
+(seed 14) and its per-epoch shuffles (seed 10 + epoch).
 """
 
 from __future__ import annotations
@@ -59,6 +65,35 @@ def glorot_init(sizes: tuple[int, ...], seed: int) -> np.ndarray:
         lim = math.sqrt(6.0 / (fi + fo))
         p[woff:boff] = rng.uniform(-lim, lim, fi * fo)
     return p
+
+
+def study_init(sizes: tuple[int, ...], seed: int = 14) -> np.ndarray:
+    """The original study's start: ``np.random.seed(14)``, then for each layer in order
+    ``W = randn(n_out, n_in)`` (N(0, 1), no scaling) and zero biases."""
+    rs = np.random.RandomState(seed)
+    p = np.zeros(n_params(sizes))
+    for woff, boff, fi, fo in layer_offsets(sizes):
+        p[woff:boff] = rs.randn(fo, fi).ravel()
+    return p
+
+
+def study_epoch_orders(train_sets: list[np.ndarray], epochs: int, base_seed: int = 10) -> np.ndarray:
+    """The original study's shuffles: epoch e (from 1) takes ``np.random.seed(base_seed + e)`` and
+    ``permutation(m)`` of its m training samples; (F, E, m) padded with -1 like ``epoch_orders``."""
+    m = max(len(ix) for ix in train_sets)
+    order = np.full((len(train_sets), epochs, m), -1, dtype=np.int64)
+    rs = np.random.RandomState()
+    perms: dict[int, np.ndarray] = {}
+    for f, ix in enumerate(train_sets):
+        k = len(ix)
+        if k not in perms:
+            P = np.empty((epochs, k), dtype=np.int64)
+            for e in range(epochs):
+                rs.seed(base_seed + e + 1)
+                P[e] = rs.permutation(k)
+            perms[k] = P
+        order[f, :, :k] = np.asarray(ix)[perms[k]]
+    return order
 
 
 def forward_flat(params: np.ndarray, sizes: tuple[int, ...], X: np.ndarray) -> np.ndarray:
@@ -145,7 +180,13 @@ def _fast_tanh_scalar(x):
     return p / q
 
 
-def _train_loop(X, Y, order, fold, P, lr, bs, layer_info, n_act, snap_at, snaps):
+def _delta_original(z, y):
+    """The original's output gradient (scalars in the compiled loop, arrays in numpy)."""
+    a = 1.0 / (1.0 + np.exp(-z))
+    return -(y / a - (1.0 - y) / (1.0 - a)) * a * (1.0 - a)
+
+
+def _train_loop(X, Y, order, fold, P, lr, bs, layer_info, n_act, snap_at, snaps, exact):
     """Train R runs in place. X (n, d), Y (n, O), order (F, E, m) int: the training sample indices of
     each fold in each epoch's order, -1 where a fold has fewer than m samples; fold (R,) int: each
     run's fold; P (n_params, R); lr (R,); bs (R,) int batch sizes; layer_info (L, 6) int:
@@ -207,7 +248,11 @@ def _train_loop(X, Y, order, fold, P, lr, bs, layer_info, n_act, snap_at, snaps)
                             aj[r] = _tanh(aj[r])
             # output delta = p - y (cross-entropy with sigmoid / softmax), zero for idle runs
             oo = layer_info[L - 1, 5]
-            if O == 1:
+            if O == 1 and exact:
+                for r in range(R):
+                    d_ = _delta_orig(A[oo, r], Yr[0, r])
+                    D[oo, r] = d_ if on[r] > 0 else 0.0
+            elif O == 1:
                 for r in range(R):
                     z = A[oo, r]
                     if z >= 0:
@@ -291,15 +336,23 @@ def _train_loop(X, Y, order, fold, P, lr, bs, layer_info, n_act, snap_at, snaps)
 
 if _numba is not None:
     # fastmath lets the compiler fuse multiply-adds and vectorise over runs; results agree with
-    # the numpy path to rounding.
-    _tanh = _numba.njit(inline="always", fastmath=True)(_fast_tanh_scalar)
-    _train_loop_compiled = _numba.njit(cache=True, nogil=True, fastmath=True)(_train_loop)
+    # the numpy path to rounding. Without the no-NaN / no-Inf assumptions, so the exact recipe's
+    # NaNs appear as they did in the original; the numpy error model lets 0 / 0 be NaN.
+    _FASTMATH = {"contract", "reassoc", "arcp", "nsz", "afn"}
+    _tanh = _numba.njit(inline="always", fastmath=_FASTMATH)(_fast_tanh_scalar)
+    _delta_orig = _numba.njit(inline="always", error_model="numpy")(_delta_original)
+    _train_loop_compiled = _numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")(_train_loop)
 else:  # pragma: no cover
     _train_loop_compiled = None
 
 
-def _train_loop_numpy(X, Y, order, fold, P, lr, bs, sizes, snap_at, snaps):
+def _train_loop_numpy(X, Y, order, fold, P, lr, bs, sizes, snap_at, snaps, exact=False):
     """The same algorithm in numpy, vectorised over runs: the fallback without numba."""
+    with np.errstate(all="ignore"):
+        _train_loop_numpy_impl(X, Y, order, fold, P, lr, bs, sizes, snap_at, snaps, exact)
+
+
+def _train_loop_numpy_impl(X, Y, order, fold, P, lr, bs, sizes, snap_at, snaps, exact):
     F, E, m = order.shape
     R = P.shape[1]
     layers = layer_offsets(sizes)
@@ -318,12 +371,14 @@ def _train_loop_numpy(X, Y, order, fold, P, lr, bs, sizes, snap_at, snaps):
                 acts.append(fast_tanh(z) if li < len(layers) - 1 else z)
             z = acts[-1]
             y = Y[si].T
-            if z.shape[0] == 1:
+            if z.shape[0] == 1 and exact:
+                delta = _delta_original(z, y)
+            elif z.shape[0] == 1:
                 delta = 1.0 / (1.0 + np.exp(-z)) - y
             else:
                 ez = np.exp(z - z.max(axis=0))
                 delta = ez / ez.sum(axis=0) - y
-            delta = delta * on
+            delta = np.where(on, delta, 0.0)
             for li in range(len(layers) - 1, -1, -1):
                 woff, boff, fi, fo = layers[li]
                 a_in = acts[li]
@@ -366,13 +421,16 @@ def train_runs(
     seed: int,
     dtype=np.float64,
     use_numba: bool | None = None,
+    order: np.ndarray | None = None,
+    exact: bool = False,
 ) -> GroupResult:
     """Train R runs of one architecture; run r trains on rows ``train_sets[run_fold[r]]`` of X.
 
     Runs of one fold see its samples in the same per-epoch shuffled order. ``init`` is (n_params,)
     shared or (n_params, R). ``batch_sizes``: 1 = stochastic, n or more = batch. Returns parameter
     snapshots after each epoch in ``snapshot_epochs`` (1-based, increasing; the last is the number
-    of epochs trained).
+    of epochs trained). ``order``: the per-epoch sample orders (``study_epoch_orders``) instead of
+    seeded shuffles; ``exact``: the original study's arithmetic (see the module docstring).
     """
     X = np.ascontiguousarray(X, dtype=dtype)
     Y = np.ascontiguousarray(Y, dtype=dtype)
@@ -383,7 +441,9 @@ def train_runs(
     P = np.array(np.broadcast_to(init[:, None] if init.ndim == 1 else init, (n_params(sizes), R)), dtype=dtype)
     snapshot_epochs = np.asarray(snapshot_epochs, dtype=np.int64)
     E = int(snapshot_epochs[-1])
-    order = epoch_orders(train_sets, E, seed)
+    if order is None:
+        order = epoch_orders(train_sets, E, seed)
+    order = np.ascontiguousarray(order[:, :E], dtype=np.int64)
     snap_at = np.zeros(E, dtype=np.int64)
     snap_at[snapshot_epochs - 1] = np.arange(1, len(snapshot_epochs) + 1)
     snaps = np.zeros((len(snapshot_epochs), P.shape[0], R), dtype=dtype)
@@ -391,9 +451,9 @@ def train_runs(
         use_numba = numba_available()
     if use_numba:
         info, n_act = _layer_info(sizes)
-        _train_loop_compiled(X, Y, order, fold, P, lr, bs, info, n_act, snap_at, snaps)
+        _train_loop_compiled(X, Y, order, fold, P, lr, bs, info, n_act, snap_at, snaps, bool(exact))
     else:
-        _train_loop_numpy(X, Y, order, fold, P, lr, bs, sizes, snap_at, snaps)
+        _train_loop_numpy(X, Y, order, fold, P, lr, bs, sizes, snap_at, snaps, bool(exact))
     return GroupResult(snaps, snapshot_epochs)
 
 

@@ -16,7 +16,9 @@ from spineai.errors import SpineAIError
 from spineai.image import refuse_existing
 from spineai.featureset import DEFINITION_LIFEX, DEFINITION_PYRADIOMICS, FEATURES_31, LIFEX_31
 from spineai.models.estimators import Config, FittedModel, default_config, fit_model, with_seed
-from spineai.models.evaluation import CVResult, check_folds, cross_validate, permutation_importance
+from spineai.models.evaluation import (
+    CVResult, check_folds, cross_validate, permutation_importance, split_indices, weighted_metrics,
+)
 from spineai.models.tables import (
     GROUP_COLUMNS, Table, check_constant, check_no_label_leak, drop_duplicate_rows, encode_labels,
     feature_columns_for_training, feature_matrix, read_table,
@@ -88,47 +90,94 @@ def load_dataset(table: Table | str | os.PathLike, label_column: str, group_colu
 
 
 def fit_predict_fn(config: Config, n_classes: int):
-    def fp(Xtr, ytr, Xte, seed):
+    def fp(Xtr, ytr, Xte, seed, groups_tr=None):
         return fit_model(with_seed(config, seed), Xtr, ytr, n_classes).predict_proba(Xte)
     return fp
 
 
+AUTO_INNER_FOLDS = 3
+AUTO_INNER_REPEATS = 2
+
+
 def auto_candidates(n_classes: int) -> list[Config]:
-    """The search space of ``auto``: comparators and the networks with the study's next steps."""
-    c = [default_config("logreg", C=0.1), default_config("logreg", C=1.0), default_config("svm", C=1.0),
-         default_config("rf"), default_config("xgboost"),
-         default_config("mlp-a", iterations=3000),  # the study's setting
-         default_config("mlp-b", scaling="standard", optimizer="adam", mode="batch", learning_rate=0.01, iterations=300,
-                        early_stopping=True, class_weights=True),
-         default_config("mlp-b", scaling="standard", optimizer="adam", mode="batch", learning_rate=0.01, iterations=300,
-                        batchnorm=True, dropout=0.1, select_k=15)]
-    return c
+    """The search space of ``auto``, simplest first (the order the one-standard-error rule prefers):
+    strongly and mildly regularised logistic regression, RBF SVM, network A, random forest, XGBoost,
+    network B with SpineAI's switches, and the soft-vote ensemble of logistic regression, random
+    forest and network A."""
+    return [default_config("logreg", C=0.1), default_config("logreg", C=1.0), default_config("svm", C=1.0),
+            default_config("mlp-a", iterations=3000),  # SpineAI's setting: converged on the 80 lesions, fast
+            default_config("rf"), default_config("xgboost"),
+            default_config("mlp-b", scaling="standard", optimizer="adam", mode="batch", learning_rate=0.01, iterations=300,
+                           early_stopping=True, class_weights=True),
+            default_config("ensemble")]
 
 
-def choose_config(X, y, n_classes, candidates: Sequence[Config], folds: int, seed: int, groups=None) -> tuple[Config, list[dict]]:
-    """Pick the candidate with the best mean CV AUC (ties: the simpler, earlier one)."""
+def _log_loss_per_case(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return -np.log(np.clip(probs[np.arange(len(y)), y], 1e-15, 1.0))
+
+
+def choose_config(X, y, n_classes, candidates: Sequence[Config], folds: int = AUTO_INNER_FOLDS, seed: int = 0,
+                  groups=None, repeats: int = AUTO_INNER_REPEATS) -> tuple[Config, list[dict]]:
+    """Rank candidates by out-of-fold log-loss (a proper scoring rule) over ``repeats`` x ``folds``
+    CV (patient groups kept together), then take the simplest (earliest) candidate within one
+    standard error of the best. The ensemble is scored from its members' out-of-fold
+    probabilities in the same folds (members fitted with the same seeds are the same models)."""
+    from spineai.models.estimators import ensemble_members
+
+    names = [str(i) for i in range(n_classes)]
+    oof: dict[str, np.ndarray] = {}
+    for cfg in candidates:
+        key = cfg.describe()
+        if cfg.model == "ensemble" and all(m.describe() in oof for m in ensemble_members(cfg)):
+            oof[key] = np.mean([oof[m.describe()] for m in ensemble_members(cfg)], axis=0)
+        else:
+            oof[key] = cross_validate(fit_predict_fn(cfg, n_classes), X, y, names, folds, repeats, seed, groups,
+                                      n_boot=0).repeat_probs
+    # per (repeat, fold) mean log-loss: the units whose spread gives the standard error
+    units = [te for r in range(repeats) for _, te in split_indices(y, folds, seed + r, groups)]
+    reps = [r for r in range(repeats) for _ in range(folds)]
     scores = []
     for cfg in candidates:
-        r = cross_validate(fit_predict_fn(cfg, n_classes), X, y, [str(i) for i in range(n_classes)], folds, 1, seed,
-                           groups, n_boot=0)
-        scores.append({"config": cfg.describe(), "cv_auc": r.metrics["auc"]["value"]})
-    best = int(np.argmax([s["cv_auc"] - 1e-9 * i for i, s in enumerate(scores)]))
-    return candidates[best], scores
+        P = oof[cfg.describe()]
+        losses = np.array([_log_loss_per_case(P[r][te], y[te]).mean() for r, te in zip(reps, units)])
+        scores.append({"config": cfg.describe(), "log_loss": float(losses.mean()),
+                       "se": float(losses.std(ddof=1) / np.sqrt(len(losses))),
+                       "brier": float(np.mean([((P[r] - np.eye(n_classes)[y]) ** 2).sum(1).mean() for r in range(repeats)])),
+                       "auc": float(np.mean([weighted_metrics(P[r], y, np.ones((1, len(y))))["auc"][0] for r in range(repeats)]))})
+    best = int(np.argmin([s["log_loss"] for s in scores]))
+    limit = scores[best]["log_loss"] + scores[best]["se"]
+    chosen = next(i for i, s in enumerate(scores) if s["log_loss"] <= limit)
+    for i, sc in enumerate(scores):
+        sc["best"], sc["chosen"] = i == best, i == chosen
+    return candidates[chosen], scores
 
 
-def nested_cv(ds: Dataset, candidates: Sequence[Config], outer_folds: int = 5, inner_folds: int = 3, seed: int = 0,
-              n_boot: int = 1000, progress=None) -> tuple[CVResult, list[str]]:
-    """Outer CV whose every fold chooses its model by an inner CV on its own training part only."""
+def choice_stability(outer_choices: Sequence[str], final: str) -> dict:
+    """How often the outer folds' own choices agree: with the final choice and with each other."""
+    counts: dict[str, int] = {}
+    for c in outer_choices:
+        counts[c] = counts.get(c, 0) + 1
+    modal = max(counts, key=counts.get) if counts else None
+    n = max(len(outer_choices), 1)
+    return {"outer_fold_choices": list(outer_choices), "counts": counts, "distinct": len(counts),
+            "modal_choice": modal, "modal_share": counts.get(modal, 0) / n if modal else 0.0,
+            "final_choice_share": counts.get(final, 0) / n}
+
+
+def nested_cv(ds: Dataset, candidates: Sequence[Config], outer_folds: int = 5, inner_folds: int = AUTO_INNER_FOLDS,
+              seed: int = 0, n_boot: int = 1000, progress=None, inner_repeats: int = AUTO_INNER_REPEATS,
+              outer_repeats: int = 1) -> tuple[CVResult, list[str]]:
+    """Outer CV whose every fold chooses its model by ``choose_config`` on its own training part only
+    (with that part's patient groups, so one patient's lesions never straddle an inner split)."""
     chosen: list[str] = []
     K = len(ds.classes)
 
-    def fp(Xtr, ytr, Xte, s):
-        gtr = None
-        cfg, _ = choose_config(Xtr, ytr, K, candidates, inner_folds, s, gtr)
+    def fp(Xtr, ytr, Xte, s, gtr=None):
+        cfg, _ = choose_config(Xtr, ytr, K, candidates, inner_folds, s, gtr, inner_repeats)
         chosen.append(cfg.describe())
         return fit_model(with_seed(cfg, s), Xtr, ytr, K).predict_proba(Xte)
 
-    res = cross_validate(fp, ds.X, ds.y, ds.classes, outer_folds, 1, seed, ds.groups, n_boot,
+    res = cross_validate(fp, ds.X, ds.y, ds.classes, outer_folds, outer_repeats, seed, ds.groups, n_boot,
                          description="auto (nested CV)", progress=progress)
     return res, chosen
 
@@ -193,11 +242,14 @@ def train_bundle(table, label_column: str, model: str, out: str | os.PathLike, *
     selection = None
     if model == "auto":
         cands = auto_candidates(K)
-        cv, chosen = nested_cv(ds, cands, folds, 3, seed, n_boot, progress)
-        config, scores = choose_config(ds.X, ds.y, K, cands, 3, seed, ds.groups)
-        selection = {"method": f"nested CV: outer {folds} folds report, inner 3-fold CV AUC chooses among "
-                               f"{len(cands)} candidates", "candidates": [c.describe() for c in cands],
-                     "outer_fold_choices": chosen, "final_inner_scores": scores, "chosen": config.describe()}
+        cv, chosen = nested_cv(ds, cands, folds, AUTO_INNER_FOLDS, seed, n_boot, progress, outer_repeats=repeats)
+        config, scores = choose_config(ds.X, ds.y, K, cands, folds, seed, ds.groups, AUTO_INNER_REPEATS)
+        selection = {"method": f"out-of-fold log-loss over {AUTO_INNER_REPEATS} x {folds}-fold CV, then the "
+                               "simplest candidate within one standard error of the best (candidates are listed "
+                               "simplest first); the reported performance is nested CV of this whole procedure "
+                               f"(inner {AUTO_INNER_REPEATS} x {AUTO_INNER_FOLDS}-fold)",
+                     "candidates": [c.describe() for c in cands], "final_scores": scores, "chosen": config.describe(),
+                     "stability": choice_stability(chosen, config.describe())}
     else:
         config = default_config(model, **(overrides or {}))
         cv = evaluate_config(ds, config, folds, repeats, seed, n_boot, progress)
