@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import zipfile
 
 import numpy as np
@@ -35,8 +36,11 @@ def bundle_for(ds, config, tmp_path, name="m.zip"):
 @pytest.mark.parametrize("name,extra", [
     ("logreg", {}), ("svm", {}), ("rf", {"n_estimators": 30}), ("xgboost", {"n_estimators": 30}),
     ("mlp-a", {"iterations": 200}), ("ensemble", {"iterations": 50, "n_estimators": 20}),
-    ("mlp-b", {"iterations": 60, "optimizer": "adam", "batchnorm": True, "dropout": 0.1, "mode": "minibatch",
-               "learning_rate": 0.01, "early_stopping": True, "class_weights": True, "scaling": "standard", "select_k": 4}),
+    pytest.param("mlp-b", {"iterations": 60, "optimizer": "adam", "batchnorm": True, "dropout": 0.1, "mode": "minibatch",
+                           "learning_rate": 0.01, "early_stopping": True, "class_weights": True, "scaling": "standard",
+                           "select_k": 4}, id="mlp-b-torch",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                          reason="network B with SpineAI's switches trains with torch")),
 ])
 def test_roundtrip_predictions_identical(tmp_path, name, extra):
     ds = toy()

@@ -216,6 +216,7 @@ def test_seed_stability_compares_the_recipes(shared_data):
 
 
 def test_study_grid_small_and_report(tmp_path, shared_data):
+    pytest.importorskip("torch", reason="the report's 'improved' network B trains with torch (pip install 'spineai[deep]')")
     from spineai.models.study import run_study
 
     s = run_study(shared_data("sdmet31", "train.csv"), "diagnosis", tmp_path / "study", folds=3, n_boot=100,
