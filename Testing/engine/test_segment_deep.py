@@ -219,3 +219,14 @@ def test_command_line(validation_case, tmp_path, capsys):
     assert main(["segment", str(tmp_path / "img.nii.gz"), "--seed", seed, "--method", "deep",
                  "--out", str(tmp_path / "lesion.nii.gz")]) == 2
     assert "segments vertebral bodies only" in capsys.readouterr().err
+
+
+def test_the_body_model_installs_offline_from_its_file(tmp_path, monkeypatch):
+    """`spineai models install FILE`: a torch bundle installs like a classifier bundle (no network)."""
+    from spineai.models import registry
+
+    monkeypatch.setenv("SPINEAI_HOME", str(tmp_path / "home"))
+    src = registry.BUNDLED_DIR / "spineai-body-click-1.0.0.zip"
+    entry = registry.install(str(src))
+    assert entry["task"] == "click-segmentation" and entry["id"] == "spineai-body-click"
+    assert load_torch_bundle("spineai-body-click").source == entry["path"]  # the installed copy wins

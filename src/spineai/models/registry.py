@@ -199,12 +199,25 @@ def download(url: str, dest: Path, expected_sha256: str | None = None, progress=
     return dest
 
 
+def _verified_card(files: dict, source: str) -> dict:
+    """The card of a bundle to install, after the checks its kind needs: a classifier is built from
+    it (as loading will), a torch network's bundle has its manifest and files checked (building the
+    network needs torch, which installing a file does not)."""
+    from spineai.bundlefile import WEIGHTS, verify_files
+    from spineai.models.bundle import bundle_from_files
+
+    card = verify_files(files, source, {WEIGHTS, "booster.json"})
+    if "network" in card:
+        return verify_files(files, source, {WEIGHTS})
+    return bundle_from_files(files, source).card
+
+
 def install(source: str, sha256: str | None = None, registry: str | os.PathLike | None = None,
             overwrite: bool = False, progress=None) -> dict:
     """Install a bundle into the user model folder from a registry id, a local .zip / folder, or
     a URL. The bundle is verified (sha256 when known, manifest hashes, engine version) before it is
     listed; returns its installed entry."""
-    from spineai.models.bundle import load_bundle, sha256_file
+    from spineai.models.bundle import sha256_file
 
     entry = None
     if not Path(source).exists() and "://" not in source:
@@ -219,11 +232,11 @@ def install(source: str, sha256: str | None = None, registry: str | os.PathLike 
     d = user_model_dir()
     d.mkdir(parents=True, exist_ok=True)
     if Path(source).is_dir():
-        from spineai.models.bundle import _read_files, bundle_from_files
+        from spineai.bundlefile import read_files, sha256_bytes, MANIFEST
 
-        files = _read_files(Path(source))
-        bundle = bundle_from_files(files, source)
-        mid, version = bundle.id or Path(source).name, bundle.version or "0"
+        files = read_files(Path(source))
+        card = _verified_card(files, source)
+        mid, version = card.get("id") or Path(source).name, card.get("version") or "0"
         check_model_name(mid, version, source)
         target = d / f"{mid}-{version}"
         if target.exists() and not overwrite:
@@ -234,14 +247,16 @@ def install(source: str, sha256: str | None = None, registry: str | os.PathLike 
                 (folder / name).write_bytes(data)
 
         write_output_folder(target, copy, overwrite=True)
-        digest = bundle.sha256
+        digest = sha256_bytes(files[MANIFEST])
     else:
         # Named after the source, so that a download cut short resumes when the command is run again.
         staging = d / f".download-{hashlib.sha256(source.encode()).hexdigest()[:16]}.zip"
         try:
             download(source, staging, sha256, progress)
-            bundle = load_bundle(staging)
-            mid, version = bundle.id or "model", bundle.version or "0"
+            from spineai.bundlefile import read_files
+
+            card = _verified_card(read_files(staging), source)
+            mid, version = card.get("id") or "model", card.get("version") or "0"
             check_model_name(mid, version, source)
             target = d / f"{mid}-{version}.zip"
             if target.exists() and not overwrite:
@@ -251,9 +266,9 @@ def install(source: str, sha256: str | None = None, registry: str | os.PathLike 
             publish(staging, target, overwrite)
         finally:
             staging.unlink(missing_ok=True)
-    e = {"id": mid, "version": version, "path": str(target), "sha256": digest,
-         "description": bundle.card.get("description", ""), "demonstration": bundle.is_demonstration,
-         "feature_definition": bundle.feature_definition, "source": source}
+    e = {"id": mid, "version": version, "path": str(target), "sha256": digest, "task": card.get("task", "classification"),
+         "description": card.get("description", ""), "demonstration": bool(card.get("demonstration", False)),
+         "feature_definition": card.get("features", {}).get("definition", ""), "source": source}
     index = _read_json(d / INSTALLED_INDEX)
     index["models"] = [m for m in index["models"] if not (m["id"] == e["id"] and m["version"] == e["version"])] + [e]
     atomic_write(d / INSTALLED_INDEX, lambda tmp: tmp.write_text(json.dumps(index, indent=2), encoding="utf-8"),
