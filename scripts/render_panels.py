@@ -33,6 +33,8 @@ SHOTS = ROOT / "Resources" / "Screenshots"
 EXAMPLE_NODES = {
     "inputVolume": "SpineAI phantom MET",
     "lesionPoints": "Lesion points",
+    "addPoints": "None",
+    "removePoints": "None",
     "inputSegmentation": "SpineAI phantom MET SpineAI lesions",
     "boundingSegmentation": "SpineAI phantom MET vertebrae",
     "outputSegmentation": "SpineAI phantom MET SpineAI lesions",
