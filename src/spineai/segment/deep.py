@@ -185,16 +185,23 @@ def segmenter(model: str = DEFAULT_MODEL, device: str | None = None) -> ClickSeg
 
 
 def deep_available(model: str = DEFAULT_MODEL) -> tuple[bool, str]:
-    """(True, '') when torch, MONAI and the model bundle are there, else (False, why)."""
+    """(True, '') when torch, MONAI and the model bundle are there, else (False, why).
+
+    Only finds the bundle, without reading it: loading verifies it (sha256, manifest) once, and a
+    damaged or tampered bundle is then an error to report, not a reason to fall back quietly."""
     try:
         import torch  # noqa: F401
         import monai  # noqa: F401
     except ImportError as exc:
         return False, f"{exc.name} is not installed"
-    try:
-        from spineai.bundlefile import read_bundle
+    from pathlib import Path
 
-        read_bundle(model)
+    if Path(model).exists():
+        return True, ""
+    try:
+        from spineai.models.registry import resolve
+
+        resolve(str(model))
     except SpineAIError as exc:
         return False, str(exc)
     return True, ""
