@@ -122,6 +122,80 @@ def metrics_with_ci(probs: np.ndarray, y: np.ndarray, n_boot: int = 1000, seed: 
     return out
 
 
+def _ranked_counts(score: np.ndarray, pos: np.ndarray, W: np.ndarray):
+    """Weighted true/false positives (B, t) at each distinct score taken as threshold (``>= t``),
+    highest first, and those thresholds."""
+    order = np.argsort(-score, kind="stable")
+    s, p, w = score[order], pos[order], W[:, order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each tie group
+    tp = np.cumsum(w * p, 1)[:, last]
+    fp = np.cumsum(w * ~p, 1)[:, last]
+    return tp, fp, s[last]
+
+
+def average_precision(score: np.ndarray, pos: np.ndarray, W: np.ndarray | None = None) -> np.ndarray:
+    """Area under the precision-recall curve as average precision (step-wise, no interpolation:
+    scikit-learn's definition), for bootstrap weights W (B, n); (B,). The metric to read beside ROC
+    AUC when positives are rare: its chance level is the prevalence, not 0.5."""
+    pos = np.asarray(pos, bool)
+    W = np.ones((1, len(score))) if W is None else W
+    tp, fp, _ = _ranked_counts(np.asarray(score, float), pos, W)
+    npos = tp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = tp / (tp + fp)
+        recall = tp / npos
+        gain = np.diff(np.concatenate([np.zeros((len(W), 1)), recall], 1), axis=1)
+        return np.where(npos[:, 0] > 0, np.nansum(gain * precision, 1), np.nan)
+
+
+def precision_recall_curve(score: np.ndarray, pos: np.ndarray) -> dict[str, list]:
+    """Precision and recall at each distinct score as threshold (predict positive when score >= t)."""
+    pos = np.asarray(pos, bool)
+    tp, fp, thr = _ranked_counts(np.asarray(score, float), pos, np.ones((1, len(score))))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"threshold": thr.tolist(), "precision": (tp[0] / (tp[0] + fp[0])).tolist(),
+                "recall": (tp[0] / max(pos.sum(), 1)).tolist()}
+
+
+THRESHOLD_RULES = ("youden", "f1", "recall", "precision")
+
+
+def choose_threshold(score: np.ndarray, pos: np.ndarray, rule: str = "youden",
+                     target: float | None = None) -> dict[str, float]:
+    """The decision threshold on ``score`` (predict positive when ``score >= threshold``) chosen by:
+    ``youden`` (max sensitivity + specificity - 1), ``f1`` (max F1), ``recall`` (the highest threshold
+    whose recall is at least ``target``: fewest false positives at that sensitivity) or ``precision``
+    (the lowest threshold whose precision is at least ``target``: most positives found at that
+    precision). Returns the threshold and the sensitivity, specificity, precision and F1 it gives on
+    these data. Choose it on data the model was not tested on."""
+    score, pos = np.asarray(score, float), np.asarray(pos, bool)
+    if rule not in THRESHOLD_RULES:
+        raise SpineAIError(f"unknown threshold rule {rule!r} (choose from {', '.join(THRESHOLD_RULES)})")
+    if pos.all() or not pos.any():
+        raise SpineAIError("choosing a threshold needs both positive and negative cases")
+    if rule in ("recall", "precision") and (target is None or not 0 < target <= 1):
+        raise SpineAIError(f"the {rule!r} threshold rule needs a target in (0, 1], got {target}")
+    tp, fp, thr = _ranked_counts(score, pos, np.ones((1, len(score))))
+    tp, fp = tp[0], fp[0]
+    npos, nneg = pos.sum(), (~pos).sum()
+    sens, spec = tp / npos, 1 - fp / nneg
+    prec = tp / (tp + fp)
+    f1 = 2 * tp / (tp + fp + npos)
+    if rule == "youden":
+        i = int(np.argmax(sens + spec))
+    elif rule == "f1":
+        i = int(np.argmax(f1))
+    elif rule == "recall":
+        i = int(np.flatnonzero(sens >= target - 1e-12)[0])
+    else:
+        ok = np.flatnonzero(prec >= target - 1e-12)
+        if not len(ok):
+            raise SpineAIError(f"no threshold reaches precision {target} on these data (best {prec.max():.3f})")
+        i = int(ok[-1])
+    return {"rule": rule, "target": target, "threshold": float(thr[i]), "sensitivity": float(sens[i]),
+            "specificity": float(spec[i]), "precision": float(prec[i]), "f1": float(f1[i])}
+
+
 def confusion(probs: np.ndarray, y: np.ndarray) -> list[list[int]]:
     K = probs.shape[1]
     m = np.zeros((K, K), dtype=int)
