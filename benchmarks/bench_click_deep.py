@@ -2,6 +2,7 @@
 
     SPINEAI_TEST_DATA=../shared/data python benchmarks/bench_click_deep.py [--repeats 7] [--device cpu|cuda]
     SPINEAI_TEST_DATA=../shared/data python benchmarks/bench_click_deep.py --ood
+    SPINEAI_TEST_DATA=../shared/data python benchmarks/bench_click_deep.py --validation [--device cuda]
 
 Reads a validation case of the shipped model (one it never trained on) from
 SPINEAI_TEST_DATA/spine-mr-bodies, then times N clicks at the centre of each of its vertebral bodies:
@@ -14,6 +15,10 @@ classic, and the Dice of each to the reference body.
 --ood: accuracy out of the training distribution, on the shared samples, with the cases and clicks of
 Testing/engine/test_segment_real.py: cervical T2 C6 / C7 at 1.5 mm (Dice to the body) and the 3 mm
 TotalSegmentator MR vertebrae (share of the mask inside the vertebra's label), deep beside classic.
+
+--validation: every body of the model's 13 validation cases (centre click + 3 inner-half clicks + one
+corrective click, as at training time) on the chosen device: the card's figures, re-measured, so a
+GPU run shows that the GPU gives the CPU's accuracy, and its time per click.
 """
 
 from __future__ import annotations
@@ -42,12 +47,15 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="auto (default), cpu or cuda")
     ap.add_argument("--case", default=None, help="case name (default: the first validation case of the model)")
     ap.add_argument("--ood", action="store_true", help="accuracy on the out-of-distribution shared samples instead")
+    ap.add_argument("--validation", action="store_true", help="the card's validation figures, re-measured on --device")
     args = ap.parse_args(argv)
     root = os.environ.get("SPINEAI_TEST_DATA")
     if not root:
         sys.exit("set SPINEAI_TEST_DATA to the shared data folder (../shared/data)")
     if args.ood:
         return out_of_distribution(args.device)
+    if args.validation:
+        return validation(Path(root, "spine-mr-bodies"), args.device)
     import torch
 
     from spineai.image import read_volume
@@ -90,6 +98,26 @@ def main(argv=None) -> int:
     print(f"Dice to the body   deep {np.mean(d_dice):.3f} (min {min(d_dice):.3f}), classic {np.mean(c_dice):.3f} "
           f"(min {min(c_dice):.3f})")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+def validation(folder: Path, device) -> int:
+    import json
+
+    from spineai.segment.body_training import evaluate_clicks, load_case, summarise
+    from spineai.segment.deep import segmenter
+
+    seg = segmenter(device=device)
+    names = seg.bundle.card["training"]["validation_cases"]
+    cases = [load_case(folder, n, np.random.default_rng(0)) for n in names]
+    seg.segment(cases[0].image, tuple(int(v) for v in cases[0].bodies[0].centre_ijk))  # warm-up
+    t0 = time.perf_counter()
+    summary = summarise(evaluate_clicks(seg, cases, classic=False))
+    print(f"device {seg.device}; {len(cases)} validation cases, {sum(len(c.bodies) for c in cases)} bodies, "
+          f"{time.perf_counter() - t0:.1f} s")
+    print(json.dumps(summary, indent=1))
+    print("card (measured at training time):", json.dumps(
+        {k: seg.bundle.card["metrics"]["validation"][k]["mean_dice"] for k in ("deep_centre", "deep_inner-half")}))
     return 0
 
 

@@ -12,7 +12,7 @@ import pytest
 from spineai.errors import SpineAIError
 from spineai.image import Volume, read_volume
 
-pytest.importorskip("torch", reason="the learned segmentation needs torch (pip install 'spineai[deep]')")
+torch = pytest.importorskip("torch", reason="the learned segmentation needs torch (pip install 'spineai[deep]')")
 pytest.importorskip("monai", reason="the learned segmentation needs MONAI (pip install 'spineai[deep]')")
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -67,6 +67,19 @@ def test_every_body_of_an_unseen_case(validation_case):
         d = dice(mask.array.astype(bool), truth)
         print(f"{name} body {b}: Dice {d:.3f}")
         assert d >= 0.85
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine: CPU/GPU agreement not testable")
+def test_gpu_gives_the_cpu_mask(validation_case):
+    """On the GPU the network runs in bfloat16 autocast (float32 on the CPU): the masks must still agree."""
+    _, image, labels = validation_case
+    for b in [int(v) for v in np.unique(labels) if v]:
+        click = innermost_voxel(labels == b)
+        cpu = segment(image, click, "vertebral-body", method="deep", device="cpu").array.astype(bool)
+        details: dict = {}
+        gpu = segment(image, click, "vertebral-body", method="deep", device="cuda", details=details)
+        assert details["device"].startswith("cuda") and gpu.same_geometry(image)
+        assert dice(gpu.array.astype(bool), cpu) >= 0.99
 
 
 def _crop(image: Volume, labels: np.ndarray, centre_ijk, half=(40, 45, 50)):
