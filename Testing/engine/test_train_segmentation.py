@@ -41,7 +41,7 @@ def test_train_pause_resume_bundle_and_ship(tmp_path, monkeypatch):
     for n, name in enumerate(("AA_1", "AA_2", "BB_1", "BB_2")):
         _tiny_spine(data, name, n)
     split = {"AA": 1, "BB": 1}
-    kwargs = dict(steps=4, batch=2, val_every=2, patience=5, device="cpu", val_per_source=split)
+    kwargs = dict(steps=4, batch=2, val_every=2, patience=5, device="cpu", val_per_source=split, workers=2)
     paused = body_training.train_and_bundle(data, tmp_path / "run", max_minutes=0.0, **kwargs)
     assert paused["stopped"] == "paused" and paused["steps"] == 1
     assert not (tmp_path / "run" / "model").exists()
@@ -61,6 +61,15 @@ def test_train_pause_resume_bundle_and_ship(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "run" / "overlays").iterdir()) == [
         f"{n}.png" for n in sorted(card["training"]["validation_cases"])]
     assert (tmp_path / "run" / "training_curves.png").exists()
+    assert "2 data worker(s)" in card["training"]["device"]
+    # What a training machine sends back (state + best weights) finishes the same way elsewhere.
+    ckpt = tmp_path / "run" / "checkpoint"
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        (ckpt / name).unlink()
+    again = body_training.train_and_bundle(data, tmp_path / "run", **kwargs)
+    timing = "deep_seconds_median"
+    assert again["stopped"] == "finished" and {k: v for k, v in again["metrics"]["validation"].items() if k != timing} \
+        == {k: v for k, v in card["metrics"]["validation"].items() if k != timing}
     # The bundle is what users load: the same network from the card, the same geometry out.
     seg = ClickSegmenter(str(tmp_path / "run" / "model"), "cpu")
     image = read_volume(data / "AA_1_img.nii.gz")

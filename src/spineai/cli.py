@@ -65,6 +65,7 @@ def cmd_train_segmentation(args) -> int:
     from spineai.segment.body_training import train_and_bundle
 
     summary = train_and_bundle(args.data, args.out, steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr,
+                               workers=args.workers,
                                max_minutes=args.max_minutes, device=args.device, resume=not args.restart,
                                progress=TextProgress("train"), command="spineai " + " ".join(sys.argv[1:]))
     if summary["stopped"] == "paused":

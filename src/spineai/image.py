@@ -203,15 +203,23 @@ def _is_volume_file(path: Path) -> bool:
 
 def read_volume(path: str | os.PathLike, series_uid: str | None = None) -> Volume:
     """Read a NIfTI / NRRD / MetaImage file, or a folder holding one DICOM series."""
-    import SimpleITK as sitk
+    try:
+        import SimpleITK as sitk
+    except ImportError:  # e.g. a bare GPU training machine: NIfTI still reads, through nibabel
+        sitk = None
 
     path = Path(path)
     if not path.exists():
         raise SpineAIError(f"no such file or folder: {path}")
+    nifti = path.name.lower().endswith((".nii", ".nii.gz"))
+    if sitk is None and not (nifti and path.is_file()):
+        raise SpineAIError(f"reading {path} needs SimpleITK (pip install SimpleITK); without it only NIfTI files can be read")
     if path.is_dir():
         return _read_dicom_series(path, series_uid)
-    if path.name.lower().endswith((".nii", ".nii.gz")):
+    if nifti:
         _check_nifti(path)
+        if sitk is None:
+            return _read_nifti_nibabel(path)
     elif path.name.lower().endswith(".gz"):
         _check_gzip(path)
     try:
@@ -220,6 +228,21 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None) -> Volum
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown reason"
         raise SpineAIError(f"cannot read {path} as an image ({first})") from None
     return Volume.from_sitk(image)
+
+
+def _read_nifti_nibabel(path: Path) -> Volume:
+    """NIfTI through nibabel, in SimpleITK's conventions (LPS geometry, ``array[k, j, i]``, the
+    stored voxel type). Only used where SimpleITK is missing; the tests check that both agree."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    array = np.asanyarray(img.dataobj)
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ img.affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    return Volume(np.ascontiguousarray(array.transpose(2, 1, 0)), tuple(spacing), tuple(lps[:3, 3]),
+                  lps[:3, :3] / spacing)
 
 
 def _check_gzip(path: Path) -> None:

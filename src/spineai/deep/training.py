@@ -34,7 +34,8 @@ class TrainConfig:
     val_every: int = 150
     patience: int = 8  # validations without improvement before stopping early
     seed: int = 0
-    background_batches: bool = True  # a worker process prepares batches while the network trains
+    background_batches: bool = True  # worker processes prepare batches while the network trains
+    workers: int = 1  # batch-preparing processes; a GPU needs several to be kept busy
     max_minutes: Optional[float] = None
     monitor: str = "val_dice"  # higher is better
 
@@ -48,6 +49,7 @@ class TrainResult:
     stopped: str  # "finished", "early-stopped" or "paused"
     history: list = field(default_factory=list)
     seconds: float = 0.0
+    trained_on: str = ""  # device, cores and data workers of the run that trained it
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -77,7 +79,10 @@ def train(network, sample_batch: Callable, loss_fn: Callable, validate: Callable
     network.to(device)
     opt = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    state = {"step": 0, "best": -math.inf, "best_step": 0, "stale": 0, "history": [], "seconds": 0.0}
+    from spineai.deep.device import describe
+
+    state = {"step": 0, "best": -math.inf, "best_step": 0, "stale": 0, "history": [], "seconds": 0.0,
+             "trained_on": f"{describe(device)}, {os.cpu_count()} CPU cores, {cfg.workers} data worker(s)"}
     best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     ckpt = out / CHECKPOINT
     if resume and (ckpt / "state.json").exists():
@@ -127,6 +132,7 @@ def train(network, sample_batch: Callable, loss_fn: Callable, validate: Callable
                 state["stale"] += 1
             state["step"] = step
             state["seconds"] = row["seconds"]
+            state["finished"] = state["stale"] >= cfg.patience or step == cfg.steps
             _save_checkpoint(ckpt, network, opt, state, best_state)
             write_log(state["history"], out)
             if state["stale"] >= cfg.patience:
@@ -135,24 +141,31 @@ def train(network, sample_batch: Callable, loss_fn: Callable, validate: Callable
             if at_limit and step < cfg.steps:
                 stopped = "paused"
                 break
-    return TrainResult(best_state, state["best"], state["best_step"], step, stopped, state["history"], state["seconds"])
+    return TrainResult(best_state, state["best"], state["best_step"], step, stopped, state["history"], state["seconds"],
+                       state.get("trained_on", ""))
 
 
 def _batch_loader(sample_batch: Callable, cfg: TrainConfig, first_step: int):
-    """Batches for steps first_step.. in order, each from its own seeded generator; prepared in
-    a background process so that augmentation overlaps the network's work (one process: several
-    would interleave their streams and lose the order)."""
+    """Batches for steps first_step.. in order, each from its own seeded generator, so the stream
+    is the same with any number of worker processes (the loader hands step indices out and gives
+    the batches back in order) and after a resume."""
     import numpy as np
     import torch
 
-    class Steps(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            for s in range(first_step, cfg.steps):
-                yield sample_batch(np.random.default_rng((cfg.seed, s)))
+    class Steps(torch.utils.data.Dataset):
+        def __len__(self):
+            return cfg.steps - first_step
+
+        def __getitem__(self, i):
+            return sample_batch(np.random.default_rng((cfg.seed, first_step + i)))
 
     if not cfg.background_batches:
-        return Steps()
-    return torch.utils.data.DataLoader(Steps(), batch_size=None, num_workers=1, prefetch_factor=4)
+        return (Steps()[i] for i in range(cfg.steps - first_step))
+    workers = max(1, int(cfg.workers))
+    # Several workers: one thread each, or their thread pools fight over the cores.
+    init = (lambda _: torch.set_num_threads(1)) if workers > 1 else None
+    return torch.utils.data.DataLoader(Steps(), batch_size=None, shuffle=False, num_workers=workers,
+                                       prefetch_factor=4, worker_init_fn=init, persistent_workers=False)
 
 
 def _save_checkpoint(folder: Path, network, opt, state: dict, best_state: dict) -> None:
@@ -188,14 +201,23 @@ def _load_checkpoint(folder: Path, network, opt, device):
 
     from spineai.errors import SpineAIError
 
+    # A finished run's checkpoint may be cut down to state.json + best.safetensors (what a
+    # training machine sends back): nothing is left to resume, only the best weights to use.
     try:
         meta = json.loads((folder / "state.json").read_text())
-        network.load_state_dict(load_file(str(folder / "model.safetensors")))
         best = load_file(str(folder / "best.safetensors"))
-        flat = load_file(str(folder / "optimizer.safetensors"))
+        complete = not (folder / "optimizer.safetensors").exists()
+        if complete and not meta.get("finished"):
+            raise ValueError("optimizer.safetensors is missing and the run had not finished")
+        network.load_state_dict(best if complete else load_file(str(folder / "model.safetensors")))
+        flat = {} if complete else load_file(str(folder / "optimizer.safetensors"))
     except (OSError, ValueError, RuntimeError) as exc:
         raise SpineAIError(f"the checkpoint in {folder} is unreadable or does not fit this network ({exc}); "
                            "start again without --resume or delete it") from None
+    if complete:
+        meta.pop("param_groups", None)
+        network.to(device)
+        return meta, best
     per_param: dict = {}
     for key, value in flat.items():
         idx, name = key.split(".", 1)

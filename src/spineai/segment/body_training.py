@@ -31,7 +31,7 @@ PATCH_SHAPE = (48, 48, 64)  # (S-I, A-P, L-R) voxels: 72 x 72 x 96 mm at 1.5 mm
 SPACING_MM = 1.5
 GUIDANCE_SIGMA_VOX = 2.0
 # The settings of the shipped model (``spineai train-segmentation`` defaults).
-TRAIN_DEFAULTS = {"steps": 5000, "batch": 4, "seed": 0, "lr": 2e-3, "val_every": 250, "patience": 8}
+TRAIN_DEFAULTS = {"steps": 5000, "batch": 4, "seed": 0, "lr": 2e-3, "val_every": 250, "patience": 8, "workers": 1}
 NETWORK = {"class": "monai.networks.nets.UNet",
            "args": {"spatial_dims": 3, "in_channels": 3, "out_channels": 1, "channels": [16, 32, 64, 128, 256],
                     "strides": [2, 2, 2, 2], "num_res_units": 1}}
@@ -232,7 +232,7 @@ def patch_dice(network, xs, ys, batch: int = 8, device=None) -> float:
 def train_body_model(data: str | Path, out: str | Path, steps: int = 5000, batch: int = 4, seed: int = 0,
                      lr: float = 2e-3, val_every: int = 250, patience: int = 8, max_minutes: Optional[float] = None,
                      device: str | None = None, resume: bool = True, val_per_source: dict | None = None,
-                     progress=None, command: str = "") -> dict:
+                     workers: int = 1, progress=None, command: str = "") -> dict:
     """Train (or resume) the body click model; write ``out/model`` (the bundle) and the log.
 
     Returns a summary dict; when ``max_minutes`` runs out first, the run is 'paused' at a checkpoint and
@@ -275,12 +275,13 @@ def train_body_model(data: str | Path, out: str | Path, steps: int = 5000, batch
 
     network = build_network(NETWORK)
     loss = DiceCELoss(sigmoid=True)
-    cfg = TrainConfig(steps=steps, lr=lr, val_every=val_every, patience=patience, seed=seed, max_minutes=max_minutes)
+    cfg = TrainConfig(steps=steps, lr=lr, val_every=val_every, patience=patience, seed=seed, max_minutes=max_minutes,
+                      workers=workers)
     result = train(network, sample_batch, loss, lambda net: {"val_dice": patch_dice(net, val_x, val_y)},
                    out, cfg, dev, progress, resume)
     summary = {"stopped": result.stopped, "steps": result.steps_done, "best_step": result.best_step,
                "best_val_patch_dice": result.best_metric, "train_seconds": result.seconds,
-               "load_seconds": load_seconds, "device": describe(dev), "train_cases": train_names,
+               "load_seconds": load_seconds, "device": result.trained_on or describe(dev), "train_cases": train_names,
                "validation_cases": val_names, "batch": batch, "seed": seed, "lr": lr, "command": command}
     if result.stopped == "paused":
         return summary
