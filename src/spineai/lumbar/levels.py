@@ -164,7 +164,7 @@ def check_image(image) -> Volume:
     if arr.size == 0 or arr.min() == arr.max():
         raise SpineAIError("the image is empty or constant: there is no spine to find levels in")
     extent = np.asarray(image.size_ijk) * np.asarray(image.spacing)
-    if np.sort(extent)[1] < 40.0:
+    if extent.min() < 20.0:
         raise SpineAIError(f"the image covers only {' x '.join(f'{e:.0f}' for e in extent)} mm (i x j x k): "
                            "locating discs needs a 3D volume (a sagittal series of several slices), not one slice")
     return image
@@ -283,7 +283,8 @@ def locator(model: Optional[str] = None, device: Optional[str] = None) -> LevelL
 
 def locate_levels(image, device: Optional[str] = None, model: Optional[str] = None) -> LevelResult:
     """Discs and bodies (names, LPS points, endplates) of a lumbar MR image."""
-    return locator(model, device).locate(image)
+    volume = check_image(image)  # a bad image is reported before any model is loaded
+    return locator(model, device).locate(volume)
 
 
 def locate_discs(image, device: Optional[str] = None, model: Optional[str] = None) -> dict:
