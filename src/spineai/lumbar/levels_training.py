@@ -5,7 +5,7 @@ labelled, the lowest being L5; see its README for the sources to cite). The spli
 model's (``spineai.segment.body_training.split_cases``, same seed), so no case that either model was
 validated on was trained on by the other.
 
-Each example is one field of view at 2 mm on LPS axes (224 x 128 x 96 mm, S-I x A-P x L-R), shifted,
+Each example is one field of view at 2 mm on LPS axes (192 x 128 x 64 mm, S-I x A-P x L-R), shifted,
 rotated and scaled at random, labelled background / body / L5. Augmentation is the body-click
 model's (contrast inversion, random curves, gamma, noise, bias field, blur, 3-4.5 mm slices),
 plus random cuts of the field of view above the bodies and below L5, so that the network cannot
@@ -26,9 +26,9 @@ from spineai.errors import SpineAIError
 from spineai.image import Volume, read_volume
 from spineai.lumbar.levels import CLASSES, LUMBAR_DISCS, TASK, LevelLocator, LevelResult, reference_levels
 
-PATCH_SHAPE = (112, 64, 48)  # (S-I, A-P, L-R) voxels: 224 x 128 x 96 mm at 2 mm
+PATCH_SHAPE = (96, 64, 32)  # (S-I, A-P, L-R) voxels: 192 x 128 x 64 mm at 2 mm
 SPACING_MM = 2.0
-TRAIN_DEFAULTS = {"steps": 1000, "batch": 2, "seed": 0, "lr": 3e-3, "val_every": 200, "patience": 4}
+TRAIN_DEFAULTS = {"steps": 1000, "batch": 2, "seed": 0, "lr": 3e-3, "val_every": 250, "patience": 4}
 NETWORK = {"class": "monai.networks.nets.UNet",
            "args": {"spatial_dims": 3, "in_channels": 1, "out_channels": len(CLASSES), "channels": [8, 16, 32, 64, 96],
                     "strides": [2, 2, 2, 2], "num_res_units": 1}}
@@ -162,7 +162,7 @@ def _score(summary: dict) -> float:
 
 
 def train_levels_model(data: str | Path, out: str | Path, steps: int = 1000, batch: int = 2, seed: int = 0,
-                       lr: float = 3e-3, val_every: int = 200, patience: int = 4, max_minutes: Optional[float] = None,
+                       lr: float = 3e-3, val_every: int = 250, patience: int = 4, max_minutes: Optional[float] = None,
                        device: Optional[str] = None, resume: bool = True, progress=None, command: str = "") -> dict:
     """Train (or resume) the locator; returns a summary with the best network (or 'paused')."""
     import torch
