@@ -31,6 +31,7 @@ LUMBAR_DISCS = ("L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1")
 BODY_NAMES_UP = ("L5", "L4", "L3", "L2", "L1", "T12", "T11", "T10", "T9", "T8", "T7", "T6")
 CLASSES = ("background", "body", "L5")
 ENDPLATE_RADIUS_MM = 5.0  # the endplate centre: the farthest body voxel within this distance of the axis
+SPLIT_RADIUS_MM = 3.0  # bridges thinner than twice this are cut between bodies
 MIN_BODY_ML = 2.0  # smaller parts of the body map are noise (a whole body holds 20-45 mL)
 
 
@@ -200,7 +201,7 @@ def bodies_from_probabilities(prob, grid, min_ml: float = MIN_BODY_ML) -> list[B
     l5 = torch.nn.functional.interpolate(prob[2][None, None], scale_factor=2, mode="trilinear",
                                          align_corners=False)[0, 0].numpy()
     step = grid.spacing / 2.0
-    labels, n = ndimage.label(fine >= 0.5)
+    labels, n = split_bodies(fine >= 0.5, step)
     if n == 0:
         return []
     counts = np.bincount(labels.ravel())
@@ -226,6 +227,24 @@ def bodies_from_probabilities(prob, grid, min_ml: float = MIN_BODY_ML) -> list[B
     points, scores = points[: l5_index + 1], scores[: l5_index + 1]
     names = name_bodies(len(points), l5_index)
     return [b for b in _bodies(points, names, step, scores) if b.name is not None]
+
+
+def split_bodies(mask: np.ndarray, step: float, radius_mm: float = SPLIT_RADIUS_MM) -> tuple[np.ndarray, int]:
+    """Label the bodies of a body mask, cutting the thin bridges that join neighbours across a disc:
+    an opening by a ball of ``radius_mm`` (the cores, where the mask is deeper than the radius, are
+    the bodies; each voxel within the radius of a core goes to its nearest core)."""
+    from scipy import ndimage
+
+    if not mask.any():
+        return np.zeros(mask.shape, np.int32), 0
+    core = ndimage.distance_transform_edt(mask, sampling=step) > radius_mm
+    markers, n = ndimage.label(core)
+    if n == 0:
+        return markers, 0
+    dist, idx = ndimage.distance_transform_edt(~core, sampling=step, return_indices=True)
+    labels = markers[tuple(idx)]
+    labels[~mask | (dist > radius_mm + step)] = 0
+    return labels, n
 
 
 class LevelLocator:

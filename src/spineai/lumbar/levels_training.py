@@ -228,9 +228,12 @@ def levels_card(summary: dict, metrics: Optional[dict] = None) -> dict:
         "network": NETWORK,
         "preprocessing": {"spacing_mm": SPACING_MM, "axes": "LPS (x L, y P, z S)", "field_of_view": "the whole image",
                           "percentiles": [1.0, 99.0], "training_patch_shape": list(PATCH_SHAPE)},
-        "postprocessing": "bodies: connected parts (>= 2 mL) of P(body) + P(L5) >= 0.5 at 1 mm; L5: the body with the "
-                          "highest mean P(L5) (>= 0.5, else the lowest); bodies above named upward; discs halfway "
-                          "between endplate centres, L5/S1 at L5's lower endplate centre",
+        "postprocessing": "bodies: P(body) + P(L5) >= 0.5 interpolated to 1 mm, opened by a 3 mm ball (cuts thin "
+                          "bridges across discs), parts >= 2 mL; L5: the body with the highest mean P(L5) (>= 0.5, "
+                          "else the lowest); bodies above named upward; discs halfway between endplate centres, "
+                          "L5/S1 at L5's lower endplate centre",
+        "postprocessing_note": "The opening was added after the first validation showed neighbouring bodies merged "
+                               "(89 % named correctly without it); its radius (3 mm) was set once, not tuned.",
         "training": {
             "data": "spine-mr-bodies: 63 real lumbar MR volumes, every vertebral body labelled, 1 mm isotropic",
             "citations": DATA_CITATIONS,
