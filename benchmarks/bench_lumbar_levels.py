@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     folder = Path(root, "spine-mr-bodies")
     cases = [load_level_case(folder, n) for n in names]
     print(f"model {loc.name} on {loc.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.2f}; {len(cases)} cases never trained on")
+          f"load average {os.getloadavg()[0]:.2f}; {len(cases)} cases, "
+          f"{len(set(names) & set(loc.card['training'].get('train_cases', [])))} of them trained on")
 
     rows, per_case = evaluate_locator(loc, cases)
     print("\ncase     found  named   median  p95    max (mm)  bodies")
