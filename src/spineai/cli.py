@@ -82,6 +82,78 @@ def cmd_train_segmentation(args) -> int:
     return 0
 
 
+# ---- lumbar disc levels (issue 14L) ----
+def cmd_lumbar_levels(args) -> int:
+    from spineai.image import read_volume
+    from spineai.lumbar.levels import locate_levels
+
+    result = locate_levels(read_volume(args.image), device=args.device, model=args.model)
+    lps_to_ras = lambda p: [round(-p[0], 2), round(-p[1], 2), round(p[2], 2)]  # noqa: E731
+    out = {"discs_lps": {k: [round(v, 2) for v in p] for k, p in result.discs.items()},
+           "discs_ras": {k: lps_to_ras(p) for k, p in result.discs.items()},
+           "bodies_lps": {k: [round(v, 2) for v in p] for k, p in result.body_points().items()},
+           "model": result.model, "device": result.device, "seconds": round(result.timings["total"], 3)}
+    text = json.dumps(out, indent=2)
+    if args.out:
+        from spineai.image import check_output_path
+
+        check_output_path(args.out, args.overwrite, inputs=[args.image])
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_train_lumbar_levels(args) -> int:
+    from spineai.lumbar.levels_training import ship_levels_bundle, train_and_bundle
+    from spineai.progress import TextProgress
+
+    summary = train_and_bundle(args.data, args.out, steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr,
+                               max_minutes=args.max_minutes, device=args.device, resume=not args.restart,
+                               progress=TextProgress("train"), command="spineai " + " ".join(sys.argv[1:]))
+    if summary["stopped"] == "paused":
+        print(f"paused at step {summary['steps']} (--max-minutes): run the same command again to continue")
+        return 0
+    print(f"{summary['stopped']} at step {summary['steps']} (best {summary['best_step']}); bundle -> {summary['bundle']}")
+    for line in summary["report"]:
+        print(line)
+    if args.ship:
+        entry = ship_levels_bundle(summary["bundle"])
+        print(f"shipped {entry['id']} {entry['version']} -> resources/models/{entry['url']} (sha256 {entry['sha256'][:12]}...)")
+    return 0
+
+
+def _add_lumbar_levels_commands(sub, device_choices) -> None:
+    from spineai.lumbar.levels_training import TRAIN_DEFAULTS as LEVELS_DEFAULTS
+
+    p = sub.add_parser("lumbar-levels", help="find and name the lumbar discs (L1/L2 to L5/S1) on an MR volume",
+                       description="Print (and with --out write) the disc and body positions as JSON, in LPS and RAS mm.")
+    p.add_argument("image", help="NIfTI / NRRD / MetaImage file, or a folder with one DICOM series (sagittal or 3D)")
+    p.add_argument("--device", choices=device_choices, default=None)
+    p.add_argument("--model", default=None, help="lumbar-levels bundle (path or registry id; default the shipped one)")
+    p.add_argument("--out", help="JSON file to write")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_lumbar_levels)
+
+    p = sub.add_parser("train-lumbar-levels", help="train the lumbar disc-level locator on labelled bodies",
+                       description="Train (or resume) the level locator on folders of CASE_img.nii.gz + "
+                                   "CASE_bodies.nii.gz (e.g. spine-mr-bodies), validate it on held-out cases and "
+                                   "write a model bundle with its card, log and validation tables.")
+    p.add_argument("data", help="folder of CASE_img.nii.gz / CASE_bodies.nii.gz pairs")
+    p.add_argument("--out", required=True, help="run folder: checkpoint, log, tables, and the bundle in OUT/model")
+    for name, value in LEVELS_DEFAULTS.items():
+        if name in ("val_every", "patience"):
+            continue
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop at a checkpoint after this long; the same command resumes")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--ship", action="store_true",
+                   help="maintainers: copy the bundle into the package and pin its sha256 in the bundled registry")
+    p.add_argument("--device", choices=device_choices, default=None)
+    p.set_defaults(func=cmd_train_lumbar_levels)
+# ---- end lumbar disc levels ----
+
+
 def cmd_features(args) -> int:
     from spineai.image import read_volume, check_output_path
     from spineai.radiomics import extract_features, write_features_csv
@@ -229,6 +301,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("SD", "MET", "STB"), default="MET", help="kind of phantom lesion")
     p.add_argument("--overwrite", action="store_true", help="replace files in --out")
     p.set_defaults(func=cmd_demo)
+
+    _add_lumbar_levels_commands(sub, DEVICE_CHOICES)
 
     if not (argv and argv[0] in ENGINE_COMMANDS):
         from spineai.models.cli import add_commands

@@ -153,8 +153,10 @@ def make_example(case: Case, body: Body, rng: np.random.Generator, augment: bool
     return x, target[None]
 
 
-def _acquisition_augment(values, inside, rng):
-    """Bias field, thick slices along a random axis, blur: before normalisation, as in the scanner."""
+def _acquisition_augment(values, inside, rng, spacing_mm: float = SPACING_MM):
+    """Bias field, thick slices (3 or 4.5 mm) along a random axis, blur: before normalisation, as in
+    the scanner. ``spacing_mm``: the patch's spacing (slices of a non-integer number of voxels are
+    averaged over fractional voxels)."""
     import torch
     from monai.transforms import RandBiasField, RandGaussianSmooth
 
@@ -165,10 +167,15 @@ def _acquisition_augment(values, inside, rng):
         v = torch.as_tensor(t(v)) * (v.abs().max() > 0)
     if rng.random() < 0.35:
         axis = 3 if rng.random() < 0.6 else int(rng.integers(1, 3))  # mostly L-R: sagittal slices
-        f = int(rng.integers(2, 4))  # 3 or 4.5 mm slices
-        k = [1, 1, 1]
-        k[axis - 1] = f
-        low = torch.nn.functional.avg_pool3d(v[None], kernel_size=k, stride=k, ceil_mode=True)
+        f = int(rng.integers(2, 4)) * 1.5 / spacing_mm  # 3 or 4.5 mm slices, in patch voxels
+        if f == int(f):
+            k = [1, 1, 1]
+            k[axis - 1] = int(f)
+            low = torch.nn.functional.avg_pool3d(v[None], kernel_size=k, stride=k, ceil_mode=True)
+        else:
+            size = list(v.shape[1:])
+            size[axis - 1] = max(1, int(np.ceil(size[axis - 1] / f)))
+            low = torch.nn.functional.adaptive_avg_pool3d(v[None], size)
         v = torch.nn.functional.interpolate(low, size=v.shape[1:], mode="trilinear", align_corners=False)[0]
     if rng.random() < 0.2:
         t = RandGaussianSmooth(sigma_x=(0.3, 1.0), sigma_y=(0.3, 1.0), sigma_z=(0.3, 1.0), prob=1.0)
@@ -562,9 +569,11 @@ def train_and_bundle(data: str | Path, out: str | Path, progress=None, command: 
     return {**summary, "bundle": str(bundle_path), "metrics": metrics, "report": lines}
 
 
-def ship_bundle(bundle: str | Path, models_dir: Path | None = None, registry: Path | None = None) -> dict:
+def ship_bundle(bundle: str | Path, models_dir: Path | None = None, registry: Path | None = None,
+                description: str | None = None) -> dict:
     """Copy a trained bundle into the package (``resources/models/ID-VERSION.zip``) and pin its sha256
-    in the bundled registry: what ``spineai train-segmentation --ship`` does after training."""
+    in the bundled registry: what ``spineai train-segmentation --ship`` does after training (and
+    ``train-lumbar-levels --ship``, with its own ``description``)."""
     from spineai.bundlefile import read_files, sha256_file, verify_files, write_files, WEIGHTS
     from spineai.models.build_bundled import write_registry
     from spineai.models.registry import BUNDLED_DIR, BUNDLED_REGISTRY
@@ -575,8 +584,9 @@ def ship_bundle(bundle: str | Path, models_dir: Path | None = None, registry: Pa
     v = card.get("metrics", {}).get("validation", {})
     entry = {"id": card["id"], "version": card["version"], "task": card["task"], "url": target.name,
              "sha256": sha256_file(target), "demonstration": card["demonstration"],
-             "description": f"Learned vertebral-body click segmentation (3D U-Net) on MR; validation Dice "
-                            f"{v.get('deep_centre', {}).get('mean_dice', '?')} (centre click, {v.get('cases', '?')} unseen cases).",
+             "description": description or (
+                 f"Learned vertebral-body click segmentation (3D U-Net) on MR; validation Dice "
+                 f"{v.get('deep_centre', {}).get('mean_dice', '?')} (centre click, {v.get('cases', '?')} unseen cases)."),
              "engine_version": card["engine_version"]}
     write_registry([entry], Path(registry or BUNDLED_REGISTRY))
     return entry

@@ -1,0 +1,1 @@
+"""Lumbar spine MR: disc-level localisation and degeneration grading."""
