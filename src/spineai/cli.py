@@ -139,7 +139,7 @@ def cmd_demo(args) -> int:
 
 # Commands defined here; the classifier commands come from spineai.models (bundles, registry, HTTP),
 # which a run of one of these never needs to import.
-ENGINE_COMMANDS = ("segment", "features", "cohort", "demo")
+ENGINE_COMMANDS = ("segment", "features", "cohort", "demo", "lumbar")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -228,6 +228,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("SD", "MET", "STB"), default="MET", help="kind of phantom lesion")
     p.add_argument("--overwrite", action="store_true", help="replace files in --out")
     p.set_defaults(func=cmd_demo)
+
+    if not (argv and argv[0] in ENGINE_COMMANDS and argv[0] != "lumbar"):
+        from spineai.lumbar.cli import add_commands as add_lumbar_commands
+
+        add_lumbar_commands(sub)
 
     if not (argv and argv[0] in ENGINE_COMMANDS):
         from spineai.models.cli import add_commands
