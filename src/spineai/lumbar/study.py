@@ -158,7 +158,7 @@ def read_dicom_series(folder: str | os.PathLike, role: str = "", description: st
 
 def read_study(series: dict, study_id: str = "study", levels: Optional[dict] = None,
                labels: Optional[np.ndarray] = None) -> Study:
-    """A study from ``{role: folder or image file}`` (roles: sagittal_t1, sagittal_t2, axial_t2);
+    """A study from ``{role: folder, image file or Volume}`` (roles: sagittal_t1, sagittal_t2, axial_t2);
     a role may be absent or None. DICOM folders and NIfTI / NRRD files are both accepted."""
     unknown = [r for r in series if r not in SERIES_ROLES]
     if unknown:
@@ -167,6 +167,9 @@ def read_study(series: dict, study_id: str = "study", levels: Optional[dict] = N
     for role in SERIES_ROLES:
         path = series.get(role)
         if path is None:
+            continue
+        if isinstance(path, Volume):
+            study.series[role] = Series(role, path, SERIES_DESCRIPTIONS[role], f"{SERIES_DESCRIPTIONS[role]} volume")
             continue
         _add_series(study, role, Path(path), SERIES_DESCRIPTIONS[role])
     _finish(study)
