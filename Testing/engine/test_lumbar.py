@@ -219,6 +219,7 @@ def test_normalise_and_equalise():
 def test_crops_are_taken_in_patient_space_with_the_documented_axes():
     """A bright point 6 mm posterior and 3 mm inferior of the level on the midline shows in the sagittal
     crop's middle slice 4 pixels right and 2 pixels down of the centre, whatever the image's orientation."""
+    pytest.importorskip("torch", reason="level crops are sampled with torch (pip install 'spineai[deep]')")
     arr = np.zeros((40, 60, 60), np.float32)
     direction = np.array([[0, 0, -1], [1, 0, 0], [0, -1, 0]], float)  # an oddly stored volume
     vol = Volume(arr, (1.0, 1.0, 1.0), (10.0, -20.0, 30.0), direction)
@@ -234,6 +235,7 @@ def test_crops_are_taken_in_patient_space_with_the_documented_axes():
 
 
 def test_study_crops_mark_missing_series_and_levels_with_nan(rsna):
+    pytest.importorskip("torch", reason="level crops are sampled with torch (pip install 'spineai[deep]')")
     study = read_rsna_study(open_rsna(rsna), "1000")
     vols = {r: prepare_volume(s.volume) for r, s in study.series.items() if r != "axial_t2"}
     levels = {k: v for k, v in study.levels.items() if k != "L1/L2"}

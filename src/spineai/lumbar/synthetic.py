@@ -196,6 +196,7 @@ def write_dicom_series(folder: Path, pixels: np.ndarray, geo: SeriesGeometry, de
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
+    modern = int(pydicom.__version__.split(".")[0]) >= 3
     n = np.cross(geo.row_dir, geo.col_dir)
     scaled = np.clip(pixels * 1000.0, 0, 65535).astype(np.uint16)
     for k in range(geo.shape[0]):
@@ -216,7 +217,11 @@ def write_dicom_series(folder: Path, pixels: np.ndarray, geo: SeriesGeometry, de
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.PixelData = scaled[k].tobytes()
-        ds.save_as(str(folder / f"{k + 1}.dcm"), enforce_file_format=True)
+        if modern:
+            ds.save_as(str(folder / f"{k + 1}.dcm"), enforce_file_format=True)
+        else:  # pydicom 2 (the last for Python 3.9): the encoding is set on the dataset
+            ds.is_little_endian, ds.is_implicit_VR = True, False
+            ds.save_as(str(folder / f"{k + 1}.dcm"), write_like_original=False)
 
 
 CSV_NAMES = ("{split}.csv", "{split}_series_descriptions.csv", "{split}_label_coordinates.csv")
