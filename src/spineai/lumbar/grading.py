@@ -166,7 +166,7 @@ def grade_study(study: Study, model=None, device=None, explain: bool = True, his
     times = {}
     t0 = time.perf_counter()
     bundle = model if isinstance(model, TorchBundle) else load_grader(model)
-    dev = select_device(device)
+    dev = device if hasattr(device, "type") else select_device(device)  # a torch.device, or a choice
     network = bundle.network.to(dev)
     eq = bool(bundle.card.get("preprocessing", {}).get("histogram_equalisation", False)) \
         if histogram_equalisation is None else histogram_equalisation
