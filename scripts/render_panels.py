@@ -94,7 +94,7 @@ def _panel_state(module: str) -> dict[str, str]:
         sag = mrml.add_volume_node(scene, phantom.image, "sag T2 STIR")
         ax = mrml.add_volume_node(scene, Volume(np.zeros((20, 64, 64), np.int16), (0.7, 0.7, 4.0)), "ax T2")
         report = LumbarLogic().assessInputs(None, sag, ax)
-        return {"reportTextEdit": report.text(), "statusLabel": f"{len(report.present)} of 3 series usable; grading not available in this version."}
+        return {"reportTextEdit": report.text(), "statusLabel": f"{len(report.present)} of 3 series usable; grading uses the series present."}
     if module == "SpineAIRadiomics":
         return {"statusLabel": "created table 'SpineAI phantom MET SpineAI features': 1 row(s) of features",
                 "progressBar": "100"}

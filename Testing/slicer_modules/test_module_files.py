@@ -21,7 +21,7 @@ DEFAULTS = {
                          "inputSegmentation": None, "mode": "lesion", "method": "auto", "forceCpu": False,
                          "boundingSegmentation": None, "addPoints": None, "removePoints": None,
                          "outputSegmentation": None, "outputTable": None},
-    "SpineAILumbar": {"sagittalT1": None, "sagittalT2": None, "axialT2": None},
+    "SpineAILumbar": {"sagittalT1": None, "sagittalT2": None, "axialT2": None, "levelPoints": None, "forceCpu": False},
 }
 
 

@@ -191,6 +191,12 @@ def test_classify_and_lumbar_panels_set_up_enter_and_exit(module_files, scene, m
     sagittal = mrml.add_volume_node(scene, make_spine_phantom(seed=2, lesion_kind=None).image, "sag T2")
     lumbar._parameterNode.sagittalT2 = sagittal
     assert lumbar.ui.sagittalT2Selector.currentNode() is sagittal
+    assert lumbar.ui.gradeButton.enabled and not lumbar.ui.cancelButton.enabled
     lumbar.ui.checkButton.emit("clicked", True)
-    assert lumbar.ui.statusLabel.text == "1 of 3 series usable; grading not available in this version."
+    assert lumbar.ui.statusLabel.text == "1 of 3 series usable; grading uses the series present."
     assert "Sagittal T1: missing" in lumbar.ui.reportTextEdit.plainText
+    lumbar._parameterNode.sagittalT2 = None
+    assert not lumbar.ui.gradeButton.enabled
+    lumbar.ui.detectButton.emit("clicked", True)  # the name "sag T2" says what the series is
+    assert lumbar._parameterNode.sagittalT2 is sagittal and lumbar.ui.gradeButton.enabled
+    assert "detected 1 of 3 series from their descriptions: sag T2" in lumbar.ui.statusLabel.text

@@ -212,7 +212,7 @@ def cmd_demo(args) -> int:
 
 # Commands defined here; the classifier commands come from spineai.models (bundles, registry, HTTP),
 # which a run of one of these never needs to import.
-ENGINE_COMMANDS = ("segment", "features", "cohort", "demo")
+ENGINE_COMMANDS = ("segment", "features", "cohort", "demo", "lumbar")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -303,6 +303,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     _add_lumbar_levels_commands(sub, DEVICE_CHOICES)
+
+    if not (argv and argv[0] in ENGINE_COMMANDS and argv[0] != "lumbar"):
+        from spineai.lumbar.cli import add_commands as add_lumbar_commands
+
+        add_lumbar_commands(sub)
 
     if not (argv and argv[0] in ENGINE_COMMANDS):
         from spineai.models.cli import add_commands
