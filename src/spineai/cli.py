@@ -137,9 +137,49 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_classify_image(args) -> int:
+    from spineai.image import check_output_path, read_volume
+    from spineai.imaging.lesion import OUTPUTS, classify_lesion, write_outputs
+
+    for name in OUTPUTS.values():  # refuse before any work
+        check_output_path(Path(args.out) / name, args.overwrite, inputs=[args.image, args.mask])
+    image = read_volume(args.image)
+    mask = read_volume(args.mask) if args.mask else None
+    result = classify_lesion(image, mask=mask, seed=args.seed, model=args.bundle, method=args.method,
+                             device=args.device, seed_space="ijk" if args.ijk else "ras")
+    paths = write_outputs(result, image, args.out, args.overwrite)
+    if result.demonstration:
+        print(result.notice)
+    print(f"{result.predicted}: " + ", ".join(f"{c} {p:.3f}" for c, p in result.probabilities.items())
+          + f" ({result.model})")
+    print(f"{result.method} heatmap on the image's geometry -> {paths['heatmap']}; overlay -> {paths['overlay']}; "
+          f"probabilities -> {paths['probabilities']}")
+    return 0
+
+
+def cmd_train_image_classifier(args) -> int:
+    from spineai.imaging.lesion_training import ship_bundle, train_demo_model
+    from spineai.progress import TextProgress
+
+    summary = train_demo_model(args.data, args.out, backbone=args.backbone, steps=args.steps, batch=args.batch,
+                               lr=args.lr, seed=args.seed, per_class=args.per_class, max_minutes=args.max_minutes,
+                               device=args.device, resume=not args.restart, progress=TextProgress("train"),
+                               command="spineai " + " ".join(sys.argv[1:]))
+    if summary["stopped"] == "paused":
+        print(f"paused (--max-minutes): run the same command again to continue")
+        return 0
+    print(f"{summary['stopped']} (best step {summary['best_step']}); DEMONSTRATION bundle -> {summary['bundle']}")
+    for line in summary["report"]:
+        print(line)
+    if args.ship:
+        entry = ship_bundle(summary["bundle"])
+        print(f"shipped {entry['id']} {entry['version']} -> resources/models/{entry['url']} (sha256 {entry['sha256'][:12]}...)")
+    return 0
+
+
 # Commands defined here; the classifier commands come from spineai.models (bundles, registry, HTTP),
 # which a run of one of these never needs to import.
-ENGINE_COMMANDS = ("segment", "features", "cohort", "demo")
+ENGINE_COMMANDS = ("segment", "features", "cohort", "demo", "classify-image", "train-image-classifier")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -229,11 +269,53 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace files in --out")
     p.set_defaults(func=cmd_demo)
 
+    _add_image_commands(sub, DEVICE_CHOICES)
+
     if not (argv and argv[0] in ENGINE_COMMANDS):
         from spineai.models.cli import add_commands
 
         add_commands(sub)
     return parser
+
+
+def _add_image_commands(sub, device_choices) -> None:
+    """The image-classifier commands (issue 13)."""
+    from spineai.imaging.classifier import BACKBONES
+    from spineai.imaging.lesion_training import DEFAULTS
+
+    p = sub.add_parser("classify-image", help="classify a lesion from its MR image, with a Grad-CAM heatmap",
+                       description="Crop the lesion (given by a mask or a seed point), classify it with an image "
+                                   "model bundle and write probabilities.json, heatmap.nii.gz (on the image's "
+                                   "geometry) and heatmap_overlay.png into --out. Negative coordinates: "
+                                   "--seed=-12.5,30,4.")
+    p.add_argument("bundle", help="image model bundle: a path or a registry id (e.g. spineai-lesion-demo)")
+    p.add_argument("image", help="NIfTI / NRRD / MetaImage file, or a folder with one DICOM series")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--mask", help="lesion mask with the image's geometry (the crop is centred on its centroid)")
+    where.add_argument("--seed", type=_triple, metavar="X,Y,Z",
+                       help="a point in the lesion, RAS millimetres (or voxel indices with --ijk)")
+    p.add_argument("--ijk", action="store_true", help="the seed is a voxel index (i, j, k), not RAS")
+    p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam", help="heatmap method")
+    p.add_argument("--device", choices=device_choices, default=None)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=cmd_classify_image)
+
+    p = sub.add_parser("train-image-classifier", help="train the SD / MET / STB image model (demonstration data)",
+                       description="Generate SD / MET / STB lesions inside the real vertebral bodies of a "
+                                   "spine-mr-bodies folder, split by source case, train a 2.5D image classifier, test "
+                                   "it (metrics with CIs, Grad-CAM localisation) and write a DEMONSTRATION bundle.")
+    p.add_argument("data", help="folder of CASE_img.nii.gz / CASE_bodies.nii.gz pairs (spine-mr-bodies)")
+    p.add_argument("--out", required=True, help="run folder: generated crops, checkpoints, log, OUT/model")
+    p.add_argument("--backbone", choices=BACKBONES, default=DEFAULTS["backbone"])
+    for name in ("steps", "batch", "lr", "seed", "per_class"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(DEFAULTS[name]), default=DEFAULTS[name],
+                       help=f"default {DEFAULTS[name]}")
+    p.add_argument("--max-minutes", type=float, default=None, help="pause at a checkpoint; the same command resumes")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--ship", action="store_true", help="maintainers: copy the bundle into the package, pin its sha256")
+    p.add_argument("--device", choices=device_choices, default=None)
+    p.set_defaults(func=cmd_train_image_classifier)
 
 
 def _join_negative_seed(argv: list[str]) -> list[str]:

@@ -1,0 +1,136 @@
+"""Lesion image classification (spineai.imaging.lesion), generated lesions, and classify-image."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the image classifier needs torch (not installed on this Python)")
+pytest.importorskip("monai", reason="the image classifier needs MONAI (not installed on this Python)")
+
+from spineai.cli import main  # noqa: E402
+from spineai.errors import SpineAIError  # noqa: E402
+from spineai.image import Volume, read_volume, write_volume  # noqa: E402
+from spineai.imaging import lesion as L  # noqa: E402
+from spineai.imaging.classifier import build_classifier, network_spec  # noqa: E402
+
+RECIPE = {"kind": "sagittal-slices", "shape": [32, 32], "spacing_mm": 3.0, "slices": 3, "slice_spacing_mm": 5.0}
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    """An untrained lesion image bundle (the engine's path, not the shipped weights)."""
+    from spineai.deep.bundle import save_torch_bundle
+
+    torch.manual_seed(0)
+    spec = network_spec("resnet-small", 2, 3, 3, RECIPE["shape"])
+    card = {"id": "tiny-lesion", "version": "0.0.1", "task": L.TASK, "classes": ["SD", "MET", "STB"],
+            "demonstration": True, "network": spec, "preprocessing": RECIPE}
+    return save_torch_bundle(card, build_classifier(spec), tmp_path_factory.mktemp("b") / "tiny.zip")
+
+
+def test_mask_and_click_give_probabilities_and_a_heatmap_on_the_images_geometry(phantom, tiny_bundle):
+    by_mask = L.classify_lesion(phantom.image, mask=phantom.lesion_mask, model=str(tiny_bundle), device="cpu")
+    assert set(by_mask.probabilities) == {"SD", "MET", "STB"}
+    assert sum(by_mask.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert by_mask.heatmap.same_geometry(phantom.image)
+    assert 0.0 <= by_mask.heatmap.array.min() and by_mask.heatmap.array.max() <= 1.0
+    assert by_mask.demonstration and "DEMONSTRATION" in by_mask.notice
+    # the heatmap lies around the lesion: the crop is centred on the mask's centroid
+    covered = np.argwhere(by_mask.heatmap.array > 0)
+    centroid = np.argwhere(phantom.lesion_mask.array > 0).mean(0)
+    assert np.all(covered.min(0) <= centroid) and np.all(centroid <= covered.max(0))
+    by_click = L.classify_lesion(phantom.image, seed=phantom.lesion_center_ras, model=str(tiny_bundle), device="cpu",
+                                 method="gradcam++")
+    np.testing.assert_allclose(by_click.centre_ras, phantom.lesion_center_ras, atol=1e-6)
+    assert by_click.method == "gradcam++"
+
+
+def test_bad_inputs_are_named(phantom, tiny_bundle, tmp_path):
+    img = phantom.image
+    with pytest.raises(SpineAIError, match="lies outside the image"):
+        L.classify_lesion(img, seed=(900.0, 0.0, 0.0), model=str(tiny_bundle))
+    with pytest.raises(SpineAIError, match="lesion mask is empty"):
+        L.classify_lesion(img, mask=img.with_array(np.zeros(img.array.shape, np.uint8)), model=str(tiny_bundle))
+    shifted = Volume(phantom.lesion_mask.array, img.spacing, tuple(o + 5 for o in img.origin), img.direction)
+    with pytest.raises(SpineAIError, match="does not have the image's geometry"):
+        L.classify_lesion(img, mask=shifted, model=str(tiny_bundle))
+    with pytest.raises(SpineAIError, match="either as a mask or as a seed"):
+        L.classify_lesion(img, model=str(tiny_bundle))
+    with pytest.raises(SpineAIError, match="is a 'click-segmentation' model, not a 'lesion-image-classification'"):
+        L.load_image_model("spineai-body-click")
+    # tampered weights: the manifest catches it
+    with zipfile.ZipFile(tiny_bundle) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    files["weights.safetensors"] = files["weights.safetensors"][:-8] + b"\0" * 8
+    with zipfile.ZipFile(tmp_path / "t.zip", "w") as zf:
+        for n, data in files.items():
+            zf.writestr(n, data)
+    with pytest.raises(SpineAIError, match="sha256 mismatch"):
+        L.load_image_model(str(tmp_path / "t.zip"))
+
+
+def test_classify_image_command_writes_probabilities_heatmap_and_overlay(phantom, tiny_bundle, tmp_path, capsys):
+    image = write_volume(phantom.image, tmp_path / "t2.nii.gz")
+    mask = write_volume(phantom.lesion_mask, tmp_path / "mask.nii.gz")
+    out = tmp_path / "out"
+    assert main(["classify-image", str(tiny_bundle), str(image), "--mask", str(mask), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "DEMONSTRATION MODEL" in printed
+    result = json.loads((out / "probabilities.json").read_text())
+    assert result["demonstration"] and set(result["probabilities"]) == {"SD", "MET", "STB"}
+    heat = read_volume(out / "heatmap.nii.gz")
+    assert heat.same_geometry(read_volume(image)) and heat.array.max() > 0
+    assert (out / "heatmap_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # nothing is overwritten without --overwrite
+    seed = "--seed=" + ",".join(f"{v:.2f}" for v in phantom.lesion_center_ras)
+    assert main(["classify-image", str(tiny_bundle), str(image), seed, "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["classify-image", str(tiny_bundle), str(image), "--seed=900,0,0", "--out", str(tmp_path / "o2")]) == 2
+    assert "outside the image" in capsys.readouterr().err
+
+
+# ---- generated lesions on real anatomy -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_case():
+    from shared_data import shared_data_path
+
+    folder = shared_data_path("spine-mr-bodies")
+    return read_volume(folder / "VB3_01_img.nii.gz"), read_volume(folder / "VB3_01_bodies.nii.gz")
+
+
+def test_generated_lesions_follow_each_class_pattern(real_case):
+    from spineai.imaging.lesion_data import generate_lesion
+
+    image, labels = real_case
+    rng = np.random.default_rng(3)
+    lab = labels.array
+    for _ in range(2):
+        sd = generate_lesion(image, labels, "SD", rng)
+        m = sd.mask.array > 0
+        assert len(sd.bodies) == 2 and all((m & (lab == b)).sum() > 200 for b in sd.bodies)  # both bodies
+        assert (m & (lab == 0)).sum() > 500  # the disc between them
+        met = generate_lesion(image, labels, "MET", rng)
+        m = met.mask.array > 0
+        assert len(met.bodies) == 1 and (m & (lab == met.bodies[0])).sum() >= 0.5 * m.sum()
+        assert not (m & (lab > 0) & (lab != met.bodies[0])).any()  # one body, nothing in the others
+        stb = generate_lesion(image, labels, "STB", rng)
+        m = stb.mask.array > 0
+        assert len(stb.bodies) in (2, 3) and all((m & (lab == b)).any() for b in stb.bodies)
+        assert (m & (lab == 0)).sum() > 3000  # abscess and subligamentous spread, outside the bone
+        delta = np.abs(stb.image.array - image.array.astype(np.float32))
+        assert delta[m].sum() >= 0.8 * delta.sum()  # the mask holds the change (faint oedema fades out of it)
+    with pytest.raises(SpineAIError, match="unknown lesion kind"):
+        generate_lesion(image, labels, "TB", rng)
+
+
+def test_demo_split_is_by_case_with_every_source_in_every_part():
+    from spineai.imaging.lesion_training import split_demo_cases
+
+    names = [f"VB2_{i:02d}" for i in range(13)] + [f"VB3_{i:02d}" for i in range(50)]
+    parts = split_demo_cases(names, seed=0)
+    assert sum(len(p) for p in parts) == 63 and len(set().union(*map(set, parts))) == 63
+    for p in parts:
+        assert any(n.startswith("VB2") for n in p) and any(n.startswith("VB3") for n in p)

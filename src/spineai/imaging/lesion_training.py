@@ -1,0 +1,190 @@
+"""The demonstration lesion image model: generated SD / MET / STB lesions in the real spines of
+``spine-mr-bodies``, split by source case, a small 2.5D network (three sagittal slices through the
+lesion), test metrics with CIs and Grad-CAM localisation, and the bundle.
+
+One command makes it: ``spineai train-image-classifier ../shared/data/spine-mr-bodies --out RUN``
+(``--ship`` copies it into the package). Researchers with their own labelled images use the same
+command with ``--manifest`` (see ``spineai.imaging.lesion.manifest_examples``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from spineai.errors import SpineAIError
+
+from spineai.imaging.lesion import DEFAULT_MODEL as MODEL_ID, TASK
+
+MODEL_VERSION = "1.0.0"
+# Three sagittal slices 5 mm apart through the lesion, 96 x 96 mm (S-I x A-P) at 1.5 mm: two or three
+# vertebral bodies and the tissue in front of them, where each class's pattern lies.
+RECIPE = {"kind": "sagittal-slices", "shape": [64, 64], "spacing_mm": 1.5, "slices": 3, "slice_spacing_mm": 5.0,
+          "percentiles": [1.0, 99.0], "centre": "the mask's centroid, or the click"}
+DEFAULTS = {"backbone": "resnet-small", "steps": 800, "batch": 24, "lr": 2e-3, "seed": 0, "per_class": 3,
+            "augmented": 4}
+HONEST = ("Generated lesions teach the network where each class's drawn pattern lies (disc-centred, focal "
+          "posterior, multi-level with an abscess) on real anatomy and real MR contrast; they cannot teach the true "
+          "appearance, variability and mimics of spondylodiscitis, metastasis or tuberculosis, so these scores show "
+          "that the pipeline works, not that the model can diagnose a patient.")
+
+
+def split_demo_cases(names, seed: int = 0):
+    """Train / validation / test case names (70 / 15 / 15 %), each source (VB2 T2, VB3 water-fat) in
+    every part: the split is by source case, so no spine appears in two parts."""
+    from spineai.imaging.classifier import split_by_group
+
+    names = list(names)
+    source = [0 if n.startswith("VB2") else 1 for n in names]
+    parts = split_by_group(names, source, (0.7, 0.15, 0.15), seed)
+    return [sorted(np.asarray(names)[p].tolist()) for p in parts]
+
+
+def localisation(network, x, y, regions, classes, method: str = "gradcam", layer: Optional[str] = None) -> dict:
+    """Grad-CAM mass inside the lesion against the lesion's share of the crop, per class (mean over
+    lesions; ratio > 1 means the map favours the lesion)."""
+    import torch
+
+    from spineai.deep.cam import explain
+    from spineai.imaging.classifier import heatmap_localisation
+
+    rows = []
+    for i in range(len(x)):
+        r = explain(network, torch.as_tensor(x[i:i + 1]), method=method, target_layer=layer)
+        rows.append(heatmap_localisation(r.heatmap[0], regions[i]))
+    out = {}
+    for c, name in enumerate(classes):
+        sel = [r for r, yy in zip(rows, y) if yy == c]
+        if sel:
+            out[name] = {"lesions": len(sel), "mass_inside": round(float(np.mean([r["mass_inside"] for r in sel])), 3),
+                         "area_share": round(float(np.mean([r["area_share"] for r in sel])), 3),
+                         "ratio_mean": round(float(np.mean([r["ratio"] for r in sel])), 2),
+                         "ratio_median": round(float(np.median([r["ratio"] for r in sel])), 2)}
+    return out
+
+
+def _git_commit() -> str:
+    from spineai.segment.body_training import _git_commit as commit
+
+    return commit()
+
+
+def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS["backbone"],
+                     steps: int = DEFAULTS["steps"], batch: int = DEFAULTS["batch"], lr: float = DEFAULTS["lr"],
+                     seed: int = DEFAULTS["seed"], per_class: int = DEFAULTS["per_class"],
+                     augmented: int = DEFAULTS["augmented"], max_minutes: Optional[float] = None,
+                     device: Optional[str] = None, resume: bool = True, progress=None, command: str = "",
+                     n_boot: int = 2000) -> dict:
+    """Generate (or reuse, from ``out/lesions-*.npz``) the lesion crops, train, test, bundle."""
+    import platform
+
+    import torch
+
+    import spineai
+    from spineai.deep.bundle import save_torch_bundle
+    from spineai.deep.cam import default_target_layer
+    from spineai.imaging.classifier import evaluate, network_spec, predict_probabilities, train_classifier
+    from spineai.imaging.lesion_data import CLASSES
+    from spineai.segment.body_training import DATA_CITATIONS, case_names
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_names, val_names, test_names = split_demo_cases(case_names(Path(data)), seed)
+    sets = {}
+    for part, names, n_per, aug, s in (("train", train_names, per_class, augmented, seed),
+                                       ("validation", val_names, 2, 0, seed + 1),
+                                       ("test", test_names, per_class, 0, seed + 2)):
+        cache = out / f"lesions-{part}.npz"
+        key = json.dumps({"names": names, "per_class": n_per, "augmented": aug, "seed": s, "recipe": RECIPE})
+        if cache.exists():
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["key"]) == key:
+                    sets[part] = {k: z[k] for k in ("x", "y", "region", "group")}
+        if part not in sets:
+            from spineai.imaging.lesion_data import lesion_examples
+
+            sets[part] = lesion_examples(data, names, RECIPE, n_per, s, aug, progress)
+            np.savez_compressed(cache, key=np.array(key), **sets[part])
+    gen_seconds = time.perf_counter() - t0
+    spec = network_spec(backbone, 2, RECIPE["slices"], len(CLASSES), RECIPE["shape"])
+    trained = train_classifier(spec, sets["train"]["x"], sets["train"]["y"], sets["validation"]["x"],
+                               sets["validation"]["y"], out, steps=steps, batch=batch, lr=lr, seed=seed,
+                               device=device, progress=progress, max_minutes=max_minutes, resume=resume)
+    summary = {**trained.summary, "generation_seconds": gen_seconds, "command": command,
+               "cases": {"train": train_names, "validation": val_names, "test": test_names}}
+    if summary["stopped"] == "paused":
+        return summary
+    net = trained.network.cpu().eval()
+    test, val = sets["test"], sets["validation"]
+    p_test = predict_probabilities(net, torch.as_tensor(test["x"]))
+    p_val = predict_probabilities(net, torch.as_tensor(val["x"]))
+    report = evaluate(p_test, test["y"], list(CLASSES), groups=test["group"], n_boot=n_boot, seed=seed,
+                      thresholds_from=(p_val, val["y"]))
+    layer = default_target_layer(net, (1, RECIPE["slices"], *RECIPE["shape"]))
+    loc = {m: localisation(net, test["x"], test["y"], test["region"], CLASSES, m, layer) for m in ("gradcam", "gradcam++")}
+    card = {
+        "id": MODEL_ID, "version": MODEL_VERSION, "task": TASK, "classes": list(CLASSES),
+        "engine_version": spineai.__version__, "demonstration": True,
+        "intended_use": "DEMONSTRATION ONLY: trained on generated lesions drawn into healthy spines. It shows how the "
+                        "image classifier and its Grad-CAM heatmap work; it says nothing about a real patient.",
+        "network": spec, "backbone": backbone, "preprocessing": RECIPE, "cam_layer": layer,
+        "training": {
+            "data": "generated SD / MET / STB lesions (spineai.imaging.lesion_data) inside the real vertebral bodies of "
+                    "spine-mr-bodies (63 healthy lumbar MR volumes, T2 and water-fat)",
+            "citations": DATA_CITATIONS, "split": "by source case, seeded, each source in every part",
+            "cases": summary["cases"],
+            "lesions": {"train": int(len(sets["train"]["y"]) // max(augmented, 1)), "validation": int(len(val["y"])),
+                        "test": int(len(test["y"]))},
+            "crops_per_training_lesion": augmented, "steps": steps, "best_step": summary["best_step"],
+            "stopped": summary["stopped"], "batch": batch, "learning_rate": lr, "seed": seed,
+            "balance": summary["balance"], "loss": "cross-entropy", "optimizer": "AdamW, warm-up then cosine decay",
+            "augmentation": ["crop centre: centroid or any lesion voxel (a click)", "rotation up to 12 deg (sagittal)",
+                             "scale 0.9-1.1", "MONAI RandAffine (10 deg, 10 %)", "gamma 0.7-1.5", "Gaussian noise"],
+            "device": summary["device"], "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            "duration_minutes": round((summary["train_seconds"] + gen_seconds) / 60, 1),
+            "command": command, "git_commit": _git_commit(),
+        },
+        "metrics": {"test": report, "gradcam_localisation_test": loc},
+        "what_generated_lesions_teach": HONEST,
+        "limits": ["Demonstration only: never use its output for a patient.",
+                   "Input: three sagittal slices 5 mm apart through the lesion, 96 x 96 mm; a lesion larger than that "
+                   "is cut."],
+    }
+    bundle = out / "model"
+    save_torch_bundle(card, net, bundle, overwrite=True)
+    (out / "metrics.json").write_text(json.dumps(card["metrics"], indent=2))
+    m = report["metrics"]
+    lines = [f"test ({len(test['y'])} lesions, {len(test_names)} unseen cases): " + ", ".join(
+        f"{k} {m[k]['value']:.3f} [{m[k]['ci_low']:.3f}, {m[k]['ci_high']:.3f}]" for k in ("accuracy", "auc", "f1")),
+        "confusion (rows true SD/MET/STB): " + str(report["confusion"])]
+    lines += [f"Grad-CAM mass in lesion vs its share, {c}: {v['mass_inside']} vs {v['area_share']} (ratio {v['ratio_mean']})"
+              for c, v in loc["gradcam"].items()]
+    return {**summary, "bundle": str(bundle), "card": card, "report": lines}
+
+
+def ship_bundle(bundle: str | Path, models_dir: Path | None = None, registry: Path | None = None) -> dict:
+    """Copy the bundle into the package and pin its sha256 in the bundled registry."""
+    from spineai.bundlefile import WEIGHTS, read_files, sha256_file, verify_files, write_files
+    from spineai.models.build_bundled import write_registry
+    from spineai.models.registry import BUNDLED_DIR, BUNDLED_REGISTRY
+
+    files = read_files(Path(bundle))
+    card = verify_files(files, str(bundle), {WEIGHTS})
+    target = write_files(files, Path(models_dir or BUNDLED_DIR) / f"{card['id']}-{card['version']}.zip", overwrite=True)
+    if target.stat().st_size > 20 * 2**20:
+        raise SpineAIError(f"{target.name} is {target.stat().st_size / 2**20:.1f} MB: shipped bundles stay under 20 MB")
+    acc = card["metrics"]["test"]["metrics"]["accuracy"]
+    entry = {"id": card["id"], "version": card["version"], "task": card["task"], "url": target.name,
+             "sha256": sha256_file(target), "demonstration": True, "classes": card["classes"],
+             "description": f"DEMONSTRATION: SD / MET / STB from three sagittal MR slices ({card['backbone']}), trained on "
+                            f"generated lesions in real spines; test accuracy {acc['value']:.3f} on generated lesions; "
+                            "meaningless for real patients.",
+             "engine_version": card["engine_version"]}
+    write_registry([entry], Path(registry or BUNDLED_REGISTRY))
+    return entry
