@@ -26,7 +26,7 @@ MODEL_VERSION = "1.0.0"
 # vertebral bodies and the tissue in front of them, where each class's pattern lies.
 RECIPE = {"kind": "sagittal-slices", "shape": [64, 64], "spacing_mm": 1.5, "slices": 3, "slice_spacing_mm": 5.0,
           "percentiles": [1.0, 99.0], "centre": "the mask's centroid, or the click"}
-DEFAULTS = {"backbone": "resnet-small", "steps": 800, "batch": 24, "lr": 2e-3, "seed": 0, "per_class": 3,
+DEFAULTS = {"backbone": "resnet-small", "steps": 300, "batch": 24, "lr": 2e-3, "seed": 0, "per_class": 3,
             "augmented": 4}
 HONEST = ("Generated lesions teach the network where each class's drawn pattern lies (disc-centred, focal "
           "posterior, multi-level with an abscess) on real anatomy and real MR contrast; they cannot teach the true "
@@ -145,7 +145,7 @@ def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS
             "stopped": summary["stopped"], "batch": batch, "learning_rate": lr, "seed": seed,
             "balance": summary["balance"], "loss": "cross-entropy", "optimizer": "AdamW, warm-up then cosine decay",
             "augmentation": ["crop centre: centroid or any lesion voxel (a click)", "rotation up to 12 deg (sagittal)",
-                             "scale 0.9-1.1", "MONAI RandAffine (10 deg, 10 %)", "gamma 0.7-1.5", "Gaussian noise"],
+                             "scale 0.9-1.1", "rotation 10 deg and scale 0.9-1.1 on half the crops", "MONAI gamma 0.7-1.5", "MONAI Gaussian noise"],
             "device": summary["device"], "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores",
             "duration_minutes": round((summary["train_seconds"] + gen_seconds) / 60, 1),
             "command": command, "git_commit": _git_commit(),
