@@ -134,3 +134,38 @@ def test_demo_split_is_by_case_with_every_source_in_every_part():
     assert sum(len(p) for p in parts) == 63 and len(set().union(*map(set, parts))) == 63
     for p in parts:
         assert any(n.startswith("VB2") for n in p) and any(n.startswith("VB3") for n in p)
+
+
+# ---- the shipped demonstration model ----------------------------------------------------------------
+
+def test_shipped_demonstration_model_card_registry_and_a_lesion_of_each_class():
+    from spineai.bundlefile import read_bundle
+    from spineai.imaging.lesion_data import CLASSES, generate_lesion
+    from spineai.models.registry import bundled_entries
+    from shared_data import shared_data_path
+
+    entry = next(e for e in bundled_entries() if e["id"] == L.DEFAULT_MODEL)
+    assert entry["task"] == L.TASK and entry["demonstration"] and "DEMONSTRATION" in entry["description"]
+    _, _, _, verified = read_bundle(L.DEFAULT_MODEL)
+    bundle = L.load_image_model(device="cpu")
+    card = bundle.card
+    assert verified and card["demonstration"] and bundle.is_demonstration
+    assert card["classes"] == list(CLASSES) and "cannot teach" in card["what_generated_lesions_teach"]
+    for key in ("seed", "command", "duration_minutes", "git_commit", "hardware", "cases"):
+        assert key in card["training"]
+    acc = card["metrics"]["test"]["metrics"]["accuracy"]
+    assert acc["ci_low"] <= acc["value"] <= acc["ci_high"] and acc["value"] >= 0.8
+    for name, loc in card["metrics"]["gradcam_localisation_test"]["gradcam"].items():
+        assert loc["mass_inside"] > loc["area_share"], name  # the heatmap favours the lesion
+    # lesions generated in a case the model never saw
+    folder = shared_data_path("spine-mr-bodies")
+    case = card["training"]["cases"]["test"][0]
+    image, labels = read_volume(folder / f"{case}_img.nii.gz"), read_volume(folder / f"{case}_bodies.nii.gz")
+    rng = np.random.default_rng(11)
+    right = 0
+    for kind in CLASSES:
+        g = generate_lesion(image, labels, kind, rng)
+        result = L.classify_lesion(g.image, mask=g.mask, device="cpu")
+        right += result.predicted == kind
+        assert result.heatmap.same_geometry(image) and result.demonstration
+    assert right >= 2

@@ -433,6 +433,33 @@ def evaluate(probs: np.ndarray, y: Sequence[int], classes: Sequence[str], groups
     return out
 
 
+def cam_layer_candidates(network, input_shape: Sequence[int], scales: int = 3) -> list:
+    """The deepest layer at each of the last ``scales`` feature-map sizes (more than one voxel across):
+    the Grad-CAM target layers worth comparing, coarse (semantic) to finer (sharper maps)."""
+    from spineai.deep.cam import spatial_layers
+
+    deepest: dict = {}
+    for name, shape in spatial_layers(network, input_shape):
+        if all(s > 1 for s in shape[2:]):
+            deepest[tuple(shape[2:])] = name  # later layers of the same size replace earlier ones
+    return list(deepest.values())[-scales:]
+
+
+def choose_cam_layer(network, x, regions, method: str = "gradcam", scales: int = 3) -> dict:
+    """The Grad-CAM target layer whose maps put the most mass inside ``regions`` (masks on the
+    input grid, one per input), relative to the regions' share: choose it on validation data."""
+    import torch
+
+    from spineai.deep.cam import explain
+
+    x = torch.as_tensor(x)
+    scores = {}
+    for layer in cam_layer_candidates(network, (1,) + tuple(x.shape[1:]), scales):
+        maps = explain(network, x, method=method, target_layer=layer).heatmap
+        scores[layer] = float(np.mean([heatmap_localisation(m, r)["ratio"] for m, r in zip(maps, regions)]))
+    return {"layer": max(scores, key=scores.get), "mean_ratio_by_layer": {k: round(v, 3) for k, v in scores.items()}}
+
+
 def heatmap_localisation(heatmap: np.ndarray, region: np.ndarray) -> dict:
     """How much of a heatmap's mass lies in ``region`` (a boolean mask on the same grid), against the
     region's share of the grid: the ratio is 1 for a map that ignores where the region is."""

@@ -88,11 +88,12 @@ def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS
     import spineai
     from spineai.deep.bundle import save_torch_bundle
     from spineai.deep.cam import default_target_layer
-    from spineai.imaging.classifier import evaluate, network_spec, predict_probabilities, train_classifier
+    from spineai.imaging.classifier import (choose_cam_layer, evaluate, network_spec, predict_probabilities,
+                                            train_classifier)
     from spineai.imaging.lesion_data import CLASSES
     from spineai.segment.body_training import DATA_CITATIONS, case_names
 
-    t0 = time.perf_counter()
+    gen_seconds = 0.0
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train_names, val_names, test_names = split_demo_cases(case_names(Path(data)), seed)
@@ -104,14 +105,17 @@ def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS
         key = json.dumps({"names": names, "per_class": n_per, "augmented": aug, "seed": s, "recipe": RECIPE})
         if cache.exists():
             with np.load(cache, allow_pickle=False) as z:
-                if str(z["key"]) == key:
+                if str(z["key"]) == key and "seconds" in z:
                     sets[part] = {k: z[k] for k in ("x", "y", "region", "group")}
+                    gen_seconds += float(z["seconds"])
         if part not in sets:
             from spineai.imaging.lesion_data import lesion_examples
 
+            t0 = time.perf_counter()
             sets[part] = lesion_examples(data, names, RECIPE, n_per, s, aug, progress)
-            np.savez_compressed(cache, key=np.array(key), **sets[part])
-    gen_seconds = time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            gen_seconds += seconds
+            np.savez_compressed(cache, key=np.array(key), seconds=np.array(seconds), **sets[part])
     spec = network_spec(backbone, 2, RECIPE["slices"], len(CLASSES), RECIPE["shape"])
     trained = train_classifier(spec, sets["train"]["x"], sets["train"]["y"], sets["validation"]["x"],
                                sets["validation"]["y"], out, steps=steps, batch=batch, lr=lr, seed=seed,
@@ -126,8 +130,13 @@ def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS
     p_val = predict_probabilities(net, torch.as_tensor(val["x"]))
     report = evaluate(p_test, test["y"], list(CLASSES), groups=test["group"], n_boot=n_boot, seed=seed,
                       thresholds_from=(p_val, val["y"]))
-    layer = default_target_layer(net, (1, RECIPE["slices"], *RECIPE["shape"]))
+    deepest = default_target_layer(net, (1, RECIPE["slices"], *RECIPE["shape"]))
+    choice = choose_cam_layer(net, val["x"], val["region"])  # on validation lesions; the test stays unseen
+    layer = choice["layer"]
     loc = {m: localisation(net, test["x"], test["y"], test["region"], CLASSES, m, layer) for m in ("gradcam", "gradcam++")}
+    loc["deepest_layer_gradcam"] = {"layer": deepest, **localisation(net, test["x"], test["y"], test["region"], CLASSES,
+                                                                      "gradcam", deepest)}
+    loc["layer"], loc["layer_choice_on_validation"] = layer, choice["mean_ratio_by_layer"]
     card = {
         "id": MODEL_ID, "version": MODEL_VERSION, "task": TASK, "classes": list(CLASSES),
         "engine_version": spineai.__version__, "demonstration": True,
@@ -163,8 +172,8 @@ def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS
     lines = [f"test ({len(test['y'])} lesions, {len(test_names)} unseen cases): " + ", ".join(
         f"{k} {m[k]['value']:.3f} [{m[k]['ci_low']:.3f}, {m[k]['ci_high']:.3f}]" for k in ("accuracy", "auc", "f1")),
         "confusion (rows true SD/MET/STB): " + str(report["confusion"])]
-    lines += [f"Grad-CAM mass in lesion vs its share, {c}: {v['mass_inside']} vs {v['area_share']} (ratio {v['ratio_mean']})"
-              for c, v in loc["gradcam"].items()]
+    lines += [f"Grad-CAM ({layer}) mass in lesion vs its share, {c}: {v['mass_inside']} vs {v['area_share']} "
+              f"(ratio {v['ratio_mean']})" for c, v in loc["gradcam"].items()]
     return {**summary, "bundle": str(bundle), "card": card, "report": lines}
 
 
