@@ -100,7 +100,10 @@ def _cam(network, layer: str, method: str):
                 if torch.is_grad_enabled():
                     if not output.requires_grad:
                         output.requires_grad_(True)
-                    output.register_hook(lambda grad: self.gradients.__setitem__(name, grad))
+                    # a module called several times in one pass (EfficientNet's shared swish) keeps the
+                    # last call's activation: keep that call's gradient, not the first one's
+                    output.register_hook(lambda grad: self.gradients.__setitem__(name, grad)
+                                         if self.activations.get(name) is output else None)
             return hook
 
         def __call__(self, x, class_idx=None, retain_graph=False, **kwargs):
