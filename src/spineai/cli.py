@@ -161,14 +161,24 @@ def cmd_train_image_classifier(args) -> int:
     from spineai.imaging.lesion_training import ship_bundle, train_demo_model
     from spineai.progress import TextProgress
 
-    summary = train_demo_model(args.data, args.out, backbone=args.backbone, steps=args.steps, batch=args.batch,
-                               lr=args.lr, seed=args.seed, per_class=args.per_class, max_minutes=args.max_minutes,
-                               device=args.device, resume=not args.restart, progress=TextProgress("train"),
-                               command="spineai " + " ".join(sys.argv[1:]))
+    if args.ship and args.manifest:
+        raise SpineAIError("--ship puts the demonstration model into the package; your own model stays in --out")
+    common = dict(backbone=args.backbone, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                  max_minutes=args.max_minutes, device=args.device, resume=not args.restart,
+                  progress=TextProgress("train"), command="spineai " + " ".join(sys.argv[1:]))
+    if args.manifest:
+        from spineai.imaging.lesion_training import train_from_manifest
+
+        summary = train_from_manifest(args.manifest, args.out, model_id=args.model_id, **common)
+    elif args.data:
+        summary = train_demo_model(args.data, args.out, per_class=args.per_class, **common)
+    else:
+        raise SpineAIError("give DATA (a spine-mr-bodies folder, for the demonstration model) or --manifest CSV")
     if summary["stopped"] == "paused":
         print(f"paused (--max-minutes): run the same command again to continue")
         return 0
-    print(f"{summary['stopped']} (best step {summary['best_step']}); DEMONSTRATION bundle -> {summary['bundle']}")
+    kind = "DEMONSTRATION bundle" if summary["card"]["demonstration"] else "bundle"
+    print(f"{summary['stopped']} (best step {summary['best_step']}); {kind} -> {summary['bundle']}")
     for line in summary["report"]:
         print(line)
     if args.ship:
@@ -305,8 +315,12 @@ def _add_image_commands(sub, device_choices) -> None:
                        description="Generate SD / MET / STB lesions inside the real vertebral bodies of a "
                                    "spine-mr-bodies folder, split by source case, train a 2.5D image classifier, test "
                                    "it (metrics with CIs, Grad-CAM localisation) and write a DEMONSTRATION bundle.")
-    p.add_argument("data", help="folder of CASE_img.nii.gz / CASE_bodies.nii.gz pairs (spine-mr-bodies)")
-    p.add_argument("--out", required=True, help="run folder: generated crops, checkpoints, log, OUT/model")
+    p.add_argument("data", nargs="?", help="folder of CASE_img.nii.gz / CASE_bodies.nii.gz pairs (spine-mr-bodies): "
+                                          "the demonstration model on generated lesions")
+    p.add_argument("--manifest", help="your own labelled lesions instead: CSV with image, label, patient and mask or "
+                                      "seed ('X,Y,Z' RAS mm); split by patient")
+    p.add_argument("--model-id", default="my-lesion-images", help="the bundle's id (with --manifest)")
+    p.add_argument("--out", required=True, help="run folder: crops, checkpoints, log, OUT/model")
     p.add_argument("--backbone", choices=BACKBONES, default=DEFAULTS["backbone"])
     for name in ("steps", "batch", "lr", "seed", "per_class"):
         p.add_argument(f"--{name.replace('_', '-')}", type=type(DEFAULTS[name]), default=DEFAULTS[name],

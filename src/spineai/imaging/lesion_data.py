@@ -213,12 +213,6 @@ def lesion_examples(folder: str | Path, names, recipe: dict, per_class: int, see
     click), rotated up to 12 deg and scaled 0.9-1.1 (training). Returns arrays: ``x`` (N, C, ...),
     ``y``, ``region`` (the lesion on the crop grid, for Grad-CAM localisation), ``group`` (source case).
     """
-    from scipy.spatial.transform import Rotation
-
-    from spineai.deep.patches import sample_patch
-    from spineai.imaging.classifier import sample_crop
-    from spineai.imaging.lesion import mask_centre_lps
-
     rng = np.random.default_rng(seed)
     xs, ys, regions, groups = [], [], [], []
     for n, name in enumerate(names):
@@ -229,23 +223,43 @@ def lesion_examples(folder: str | Path, names, recipe: dict, per_class: int, see
         for kind_index, kind in enumerate(CLASSES):
             for _ in range(per_class):
                 g = generate_lesion(image, labels, kind, rng)
-                centre = mask_centre_lps(g.mask)
-                voxels = np.argwhere(g.mask.array > 0)
-                m = g.mask.ijk_to_lps_matrix()
-                for a in range(max(augmented, 1)):
-                    if augmented and rng.random() < 0.5:
-                        c = voxels[rng.integers(len(voxels))][::-1] @ m[:3, :3].T + m[:3, 3]
-                    else:
-                        c = centre + (rng.normal(0, 2.0, 3) if augmented else 0.0)
-                    rot = Rotation.from_rotvec(np.deg2rad(rng.uniform(-12, 12)) * np.array([1.0, 0, 0])
-                                               + np.deg2rad(rng.uniform(-5, 5, 3))).as_matrix() if augmented else None
-                    scale = rng.uniform(0.9, 1.1) if augmented else 1.0
-                    x, grid = sample_crop(g.image, recipe, c, rot, scale)
-                    region, _ = sample_patch(g.mask, grid, mode="nearest")
-                    xs.append(x.numpy())
+                for x, region in lesion_crops(g.image, g.mask, recipe, augmented, rng):
+                    xs.append(x)
                     ys.append(kind_index)
-                    region = region.numpy() > 0.5
-                    regions.append(region.any(-1) if recipe["kind"] == "sagittal-slices" else region)
+                    regions.append(region)
                     groups.append(name)
     return {"x": np.stack(xs).astype(np.float32), "y": np.asarray(ys, np.int64), "region": np.stack(regions),
             "group": np.asarray(groups)}
+
+
+def lesion_crops(image: Volume, mask: Optional[Volume], recipe: dict, augmented: int, rng: np.random.Generator,
+                 centre_lps=None) -> list:
+    """(crop (C, ...) float32, lesion region on the crop grid) pairs for one lesion. ``augmented`` = 0:
+    one crop at the mask's centroid (or ``centre_lps``, a click); > 0: that many, each centred on the
+    centroid (jittered 2 mm) or on a random lesion voxel, rotated up to 12 deg about L-R (5 deg about
+    each axis) and scaled 0.9-1.1. Without a mask the region is empty (no localisation measure)."""
+    from scipy.spatial.transform import Rotation
+
+    from spineai.deep.patches import sample_patch
+    from spineai.imaging.classifier import sample_crop
+    from spineai.imaging.lesion import mask_centre_lps
+
+    centre = mask_centre_lps(mask) if centre_lps is None else np.asarray(centre_lps, float)
+    voxels = np.argwhere(mask.array > 0) if mask is not None else np.zeros((0, 3), int)
+    m = image.ijk_to_lps_matrix()
+    out = []
+    for _ in range(max(augmented, 1)):
+        if augmented and len(voxels) and rng.random() < 0.5:
+            c = voxels[rng.integers(len(voxels))][::-1] @ m[:3, :3].T + m[:3, 3]
+        else:
+            c = centre + (rng.normal(0, 2.0, 3) if augmented else 0.0)
+        rot = Rotation.from_rotvec(np.deg2rad(rng.uniform(-12, 12)) * np.array([1.0, 0, 0])
+                                   + np.deg2rad(rng.uniform(-5, 5, 3))).as_matrix() if augmented else None
+        scale = rng.uniform(0.9, 1.1) if augmented else 1.0
+        x, grid = sample_crop(image, recipe, c, rot, scale)
+        if mask is not None:
+            region = sample_patch(mask, grid, mode="nearest")[0].numpy() > 0.5
+        else:
+            region = np.zeros(grid.shape, bool)
+        out.append((x.numpy(), region.any(-1) if recipe["kind"] == "sagittal-slices" else region))
+    return out
