@@ -201,7 +201,7 @@ def test_training_from_a_manifest_splits_by_patient_and_writes_a_usable_bundle(t
         writer.writerows(rows)
     out = tmp_path / "run"
     assert main(["train-image-classifier", "--manifest", str(tmp_path / "lesions.csv"), "--out", str(out),
-                 "--steps", "4", "--batch", "4", "--model-id", "bright-dark"]) == 0
+                 "--steps", "4", "--batch", "4", "--model-id", "bright-dark", "--freeze-steps", "2"]) == 0
     printed = capsys.readouterr().out
     assert "DEMONSTRATION" not in printed and "bundle ->" in printed
     bundle = L.load_image_model(str(out / "model"), device="cpu")
@@ -210,6 +210,8 @@ def test_training_from_a_manifest_splits_by_patient_and_writes_a_usable_bundle(t
     parts = card["training"]["cases"]
     assert sum(len(v) for v in parts.values()) == 14 and len(set().union(*map(set, parts.values()))) == 14
     assert "not_measured" in card["metrics"]["gradcam_localisation_test"]  # some lesions are clicks
+    assert card["training"]["frozen_backbone_steps"] == 2
+    assert card["training"]["frozen_backbone_steps"] == 2
     result = L.classify_lesion(read_volume(tmp_path / "p1.nii.gz"), mask=read_volume(tmp_path / "p1_mask.nii.gz"),
                                model=str(out / "model"), device="cpu")
     assert set(result.probabilities) == {"bright", "dark"} and not result.demonstration and result.notice == ""

@@ -164,6 +164,7 @@ def cmd_train_image_classifier(args) -> int:
     if args.ship and args.manifest:
         raise SpineAIError("--ship puts the demonstration model into the package; your own model stays in --out")
     common = dict(backbone=args.backbone, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                  init_weights=args.init_weights, freeze_steps=args.freeze_steps,
                   max_minutes=args.max_minutes, device=args.device, resume=not args.restart,
                   progress=TextProgress("train"), command="spineai " + " ".join(sys.argv[1:]))
     if args.manifest:
@@ -325,6 +326,10 @@ def _add_image_commands(sub, device_choices) -> None:
     for name in ("steps", "batch", "lr", "seed", "per_class"):
         p.add_argument(f"--{name.replace('_', '-')}", type=type(DEFAULTS[name]), default=DEFAULTS[name],
                        help=f"default {DEFAULTS[name]}")
+    p.add_argument("--init-weights", metavar="FILE", help="start from a local weights file (safetensors or a torch "
+                                                          "state dict); tensors that fit are copied, nothing is downloaded")
+    p.add_argument("--freeze-steps", type=int, default=0,
+                   help="train only the head for this many steps first (backbone frozen), then all layers")
     p.add_argument("--max-minutes", type=float, default=None, help="pause at a checkpoint; the same command resumes")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--ship", action="store_true", help="maintainers: copy the bundle into the package, pin its sha256")

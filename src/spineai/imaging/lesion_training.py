@@ -79,7 +79,7 @@ def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS
                      seed: int = DEFAULTS["seed"], per_class: int = DEFAULTS["per_class"],
                      augmented: int = DEFAULTS["augmented"], max_minutes: Optional[float] = None,
                      device: Optional[str] = None, resume: bool = True, progress=None, command: str = "",
-                     n_boot: int = 2000) -> dict:
+                     n_boot: int = 2000, init_weights: Optional[str] = None, freeze_steps: int = 0) -> dict:
     """Generate (or reuse, from ``out/lesions-*.npz``) the lesion crops, train, test, bundle."""
     from spineai.imaging.lesion_data import CLASSES
     from spineai.segment.body_training import DATA_CITATIONS, case_names
@@ -127,7 +127,7 @@ def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS
     }
     return fit_and_bundle(sets, list(CLASSES), out, card, summary_extra, backbone=backbone, steps=steps, batch=batch,
                           lr=lr, seed=seed, augmented=augmented, max_minutes=max_minutes, device=device, resume=resume,
-                          progress=progress, n_boot=n_boot)
+                          progress=progress, n_boot=n_boot, init_weights=init_weights, freeze_steps=freeze_steps)
 
 
 MANIFEST_COLUMNS = ("image", "label", "patient")
@@ -186,7 +186,7 @@ def train_from_manifest(manifest: str | Path, out: str | Path, model_id: str = "
                         batch: int = DEFAULTS["batch"], lr: float = DEFAULTS["lr"], seed: int = DEFAULTS["seed"],
                         augmented: int = DEFAULTS["augmented"], max_minutes: Optional[float] = None,
                         device: Optional[str] = None, resume: bool = True, progress=None, command: str = "",
-                        n_boot: int = 2000) -> dict:
+                        n_boot: int = 2000, init_weights: Optional[str] = None, freeze_steps: int = 0) -> dict:
     """A lesion image model from researchers' own labelled images (see ``manifest_sets``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,12 +201,13 @@ def train_from_manifest(manifest: str | Path, out: str | Path, model_id: str = "
     return fit_and_bundle(sets, classes, out, card,
                           {"generation_seconds": time.perf_counter() - t0, "command": command, "cases": patients},
                           backbone=backbone, steps=steps, batch=batch, lr=lr, seed=seed, augmented=augmented,
-                          max_minutes=max_minutes, device=device, resume=resume, progress=progress, n_boot=n_boot)
+                          max_minutes=max_minutes, device=device, resume=resume, progress=progress, n_boot=n_boot,
+                          init_weights=init_weights, freeze_steps=freeze_steps)
 
 
 def fit_and_bundle(sets: dict, classes: list, out: Path, card: dict, summary_extra: dict, backbone: str, steps: int,
                    batch: int, lr: float, seed: int, augmented: int, max_minutes=None, device=None, resume=True,
-                   progress=None, n_boot: int = 2000) -> dict:
+                   progress=None, n_boot: int = 2000, init_weights=None, freeze_steps: int = 0) -> dict:
     """Train on ``sets`` (train / validation / test crops with labels, lesion regions and groups),
     test, measure Grad-CAM localisation (target layer chosen on validation), and write ``out/model``
     with ``card`` completed (network, recipe, metrics, training record)."""
@@ -223,7 +224,8 @@ def fit_and_bundle(sets: dict, classes: list, out: Path, card: dict, summary_ext
     spec = network_spec(backbone, 2, RECIPE["slices"], len(classes), RECIPE["shape"])
     trained = train_classifier(spec, sets["train"]["x"], sets["train"]["y"], sets["validation"]["x"],
                                sets["validation"]["y"], out, steps=steps, batch=batch, lr=lr, seed=seed,
-                               device=device, progress=progress, max_minutes=max_minutes, resume=resume)
+                               device=device, progress=progress, max_minutes=max_minutes, resume=resume,
+                               init_weights=init_weights, freeze_steps=freeze_steps)
     summary = {**trained.summary, **summary_extra}
     if summary["stopped"] == "paused":
         return summary
@@ -253,7 +255,8 @@ def fit_and_bundle(sets: dict, classes: list, out: Path, card: dict, summary_ext
                     "test": int(len(test["y"]))},
         "crops_per_training_lesion": augmented, "steps": steps, "best_step": summary["best_step"],
         "stopped": summary["stopped"], "batch": batch, "learning_rate": lr, "seed": seed,
-        "balance": summary["balance"], "loss": "cross-entropy", "optimizer": "AdamW, warm-up then cosine decay",
+        "balance": summary["balance"], "initial_weights": summary["initial_weights"],
+        "frozen_backbone_steps": summary["freeze_steps"], "loss": "cross-entropy", "optimizer": "AdamW, warm-up then cosine decay",
         "device": summary["device"], "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "duration_minutes": round((summary["train_seconds"] + summary.get("generation_seconds", 0.0)) / 60, 1),
         "command": summary["command"], "git_commit": _git_commit()}
