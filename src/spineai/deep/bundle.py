@@ -20,6 +20,7 @@ NETWORKS = {
     "monai.networks.nets.DenseNet121": ("monai.networks.nets", "DenseNet121"),
     "monai.networks.nets.EfficientNetBN": ("monai.networks.nets", "EfficientNetBN"),
     "spineai.lumbar.network.LumbarGradingNet": ("spineai.lumbar.network", "LumbarGradingNet"),
+    "spineai.imaging.vit.ViTClassifier": ("spineai.imaging.vit", "ViTClassifier"),  # MONAI ViT with a token map
 }
 
 
