@@ -95,35 +95,65 @@ def cmd_features(args) -> int:
 
 
 def cmd_cohort(args) -> int:
-    from spineai.cohort import CohortStore, extract_cohort, output_lock, progress_path, read_manifest
+    import contextlib
+
+    from spineai.cohort import CohortDB, output_lock, parse_steps, progress_path, read_manifest, run_cohort
+    from spineai.cohort.export import cohort_rows, write_table
     from spineai.image import check_output_path
     from spineai.progress import TextProgress
-    from spineai.radiomics import load_parameters, write_features_csv
 
-    cases = read_manifest(args.manifest)
-    check_output_path(args.out, args.overwrite,
-                      inputs=[args.manifest, args.params, *(c.image for c in cases), *(c.mask for c in cases)])
-    params_sha256 = load_parameters(args.params).sha256
-    with output_lock(args.out):
-        db = progress_path(args.out)
-        if args.overwrite:
-            db.unlink(missing_ok=True)
-        store = CohortStore(db, params_sha256)
-        try:
-            before = len(store.finished(cases))
-            if before:
-                print(f"resuming: {before} of {len(cases)} cases were finished by an earlier run ({db.name})")
-            results, ids, failures = extract_cohort(cases, args.params, args.skip_failures, TextProgress("features"),
-                                                    store)
-        finally:
-            store.close()
-        for failure in failures:
-            print(f"skipped {failure.case.id}: {failure.error}", file=sys.stderr)
-        if not results:
-            raise SpineAIError(f"every one of the {len(cases)} cases failed; nothing written")
-        write_features_csv(results, args.out, overwrite=args.overwrite, ids=ids)
-        db.unlink()
-    print(f"{len(results)} of {len(cases)} cases -> {args.out}" + (f" ({len(failures)} skipped)" if failures else ""))
+    if not args.db and not args.out:
+        raise SpineAIError("give --db RESULTS.sqlite (the cohort database) and / or --out TABLE.csv|.parquet")
+    steps = parse_steps(args.steps)
+    if "classify" in steps and not args.model:
+        args.model = "spineai-demo-phantom"
+        print("classify: no --model given, using spineai-demo-phantom: a DEMONSTRATION model trained on synthetic "
+              "phantoms, whose output means nothing about real patients", file=sys.stderr)
+    cases = read_manifest(args.manifest, args.label_column)
+    inputs = [args.manifest, args.params, *(c.image for c in cases), *(c.mask for c in cases if c.mask)]
+    if args.out:
+        check_output_path(args.out, args.overwrite, inputs=inputs)
+    db_path = Path(args.db) if args.db else progress_path(args.out)
+    from spineai.output import refuse_input_as_output
+
+    refuse_input_as_output(db_path, inputs)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(output_lock(db_path))
+        if args.out:
+            stack.enter_context(output_lock(args.out))
+        if args.overwrite and not args.db:
+            db_path.unlink(missing_ok=True)  # the progress of an earlier run on this --out: start again
+        db = stack.enter_context(CohortDB(db_path))
+
+        def started(to_run: int, done: int) -> None:
+            if done:
+                print(f"resuming: {done} of {len(cases)} cases were finished by an earlier run ({db_path.name})")
+
+        summary = run_cohort(db, cases, steps, args.params, args.model, args.workers, args.dask,
+                             TextProgress("cohort", eta=True), started, manifest=str(args.manifest))
+        for cid, step, message in summary.failed:
+            print(f"{'skipped' if args.skip_failures else 'failed'} {cid}: {message}" +
+                  ("" if step == "features" else f" (step {step})"), file=sys.stderr)
+        computed = summary.done + len(summary.failed)
+        rate = f", {60 * computed / summary.seconds:.1f} cases/min" if computed and summary.seconds > 0 else ""
+        where = "in this process" if summary.executor == "inline" else (
+            f"on {summary.workers} Dask worker threads" if args.dask else f"in {summary.workers} worker processes")
+        print(f"{computed} cases computed {where} in {summary.seconds:.1f} s{rate}; {summary.already_done} already done; "
+              f"{len(summary.failed)} failed" + (f"; database {db_path}" if args.db else ""))
+        if summary.failed and not args.skip_failures:
+            cid, _, message = summary.failed[0]
+            raise SpineAIError(f"{len(summary.failed)} case(s) failed (first: case {cid}: {message}); their errors are "
+                               f"recorded and the other cases are saved in {db_path}: fix the cases and rerun, or pass "
+                               f"--skip-failures to {'export without them' if args.out else 'accept them'}")
+        if args.out:
+            columns, rows = cohort_rows(db, steps, [c.id for c in cases], args.label_column)
+            if not rows:
+                raise SpineAIError(f"every one of the {len(cases)} cases failed; nothing written")
+            write_table(columns, rows, args.out, overwrite=args.overwrite)
+            print(f"{len(rows)} of {len(cases)} cases -> {args.out}" +
+                  (f" ({len(summary.failed)} skipped)" if summary.failed else ""))
+    if args.out and not args.db:
+        db_path.unlink()  # the run is complete and exported: its progress is no longer needed
     return 0
 
 
@@ -211,15 +241,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("cohort", help="extract the features of every lesion listed in a manifest CSV",
-                       description="MANIFEST is a CSV with columns id, image, mask and optionally label; "
-                                   "relative paths are read from the manifest's folder.")
+    p = sub.add_parser("cohort", help="run segmentation, features and classification over a cohort manifest",
+                       description="MANIFEST is a CSV with columns id, image, and mask or seed (RAS mm), optionally "
+                                   "patient_id, label (the mask's label value), the class label column and clinical "
+                                   "columns; relative paths are read from the manifest's folder. Every result goes to "
+                                   "the SQLite database (--db), case by case: a rerun resumes; --out exports one "
+                                   "row per finished case (.csv, or .parquet with pyarrow).")
     p.add_argument("manifest")
+    p.add_argument("--steps", default="features", help="comma-separated: segment, features, classify (default features)")
+    p.add_argument("--db", help="cohort database (SQLite) to create or resume; without it, --out keeps its progress "
+                                "in OUT.progress.sqlite until the export succeeds")
+    p.add_argument("--out", help="table to export: .csv or .parquet, one row per case that finished every step")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: the CPU cores available; 1 runs in this process)")
+    p.add_argument("--dask", metavar="tcp://HOST:PORT", help="run on this dask.distributed scheduler instead")
     p.add_argument("--params", default=DEFAULT_PARAMETER_SET)
+    p.add_argument("--model", help="classify: model bundle (path or registry id; default the demonstration model)")
+    p.add_argument("--label-column", default="diagnosis", help="the manifest's class label column (default diagnosis)")
     p.add_argument("--skip-failures", action="store_true",
-                   help="report failing cases and go on (default: stop at the first, naming it)")
-    p.add_argument("--out", required=True, help="CSV file to write, one row per case")
-    p.add_argument("--overwrite", action="store_true")
+                   help="export without the failing cases and exit 0 (they are recorded with their errors either way)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out; without --db also restart its progress")
     p.set_defaults(func=cmd_cohort)
 
     p = sub.add_parser("demo", help="run the whole pipeline on a generated spine phantom")
