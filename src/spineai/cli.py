@@ -157,6 +157,51 @@ def cmd_cohort(args) -> int:
     return 0
 
 
+def cmd_fuse(args) -> int:
+    from spineai.cohort.fusion import fusion_data, run_fusion, write_fusion_report
+    from spineai.featureset import FEATURES_31
+    from spineai.models.estimators import MODEL_NAMES
+    from spineai.models.tables import Table, read_table
+    from spineai.output import refuse_existing, write_output_folder
+    from spineai.progress import TextProgress
+
+    out = refuse_existing(args.out, args.overwrite, inputs=[args.table])
+    if args.imaging_model not in MODEL_NAMES:
+        raise SpineAIError(f"unknown --imaging-model {args.imaging_model!r}: choose from {', '.join(MODEL_NAMES)}")
+    clinical = [c for c in (args.clinical or "").split(",") if c]
+    if str(args.table).endswith((".sqlite", ".db")):
+        from spineai.cohort import CohortDB
+        from spineai.cohort.export import cohort_rows
+
+        if not Path(args.table).is_file():
+            raise SpineAIError(f"no such cohort database: {args.table}")
+        with CohortDB(args.table) as db:
+            columns, rows = cohort_rows(db, ["features"], label_column=args.label_column)
+            if not clinical:
+                clinical = sorted({k for cid in db.case_ids() for k in json.loads(db.case_row(cid)["clinical"] or "{}")})
+        table = Table(columns, [["" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows], str(args.table))
+    else:
+        table = read_table(args.table)
+    features = [c for c in (args.imaging_features or "").split(",") if c]
+    if not features and not args.imaging_probability:
+        if not all(f in table.columns for f in FEATURES_31):
+            raise SpineAIError("give the imaging branch: --imaging-features COLUMNS (default: SpineAI's 31 radiomic "
+                               "features, absent here) or --imaging-probability COLUMN")
+        features = list(FEATURES_31)
+    data = fusion_data(table, args.label_column, clinical, features, args.imaging_probability, args.group_column,
+                       args.positive)
+    result = run_fusion(data, args.imaging_model, args.folds, args.seed, args.bootstrap, TextProgress("fuse"))
+    write_output_folder(out, lambda tmp: write_fusion_report(tmp, result, data, Path(args.table).name), args.overwrite,
+                        inputs=[args.table])
+    print(f"{result['folds']}-fold cross-validation, {result['n_cases']} cases of {result['n_patients']} patients "
+          f"(AUROC / AUPRC, 95 % CI):")
+    for name, m in result["cv"]["scores"].items():
+        print(f"  {name:32s} {m['auroc']['value']:.3f} [{m['auroc']['ci_low']:.3f}, {m['auroc']['ci_high']:.3f}]  "
+              f"{m['auprc']['value']:.3f} [{m['auprc']['ci_low']:.3f}, {m['auprc']['ci_high']:.3f}]")
+    print(f"report -> {out / 'report.html'}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from spineai.demo import run_demo
     from spineai.progress import TextProgress
@@ -262,6 +307,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="export without the failing cases and exit 0 (they are recorded with their errors either way)")
     p.add_argument("--overwrite", action="store_true", help="replace --out; without --db also restart its progress")
     p.set_defaults(func=cmd_cohort)
+
+    p = sub.add_parser("fuse", help="late fusion of an imaging branch and clinical data, with a report",
+                       description="TABLE (CSV / XLSX, or a cohort database .sqlite) holds one row per case: the label, "
+                                   "a patient column, clinical columns, and imaging features or out-of-fold imaging "
+                                   "probabilities. Reports imaging-only, clinical-only and fused side by side.")
+    p.add_argument("table")
+    p.add_argument("--label-column", default="diagnosis")
+    p.add_argument("--positive", help="the class predicted against the rest (needed with more than two classes)")
+    p.add_argument("--clinical", help="comma-separated clinical columns (a cohort database: its manifest's by default)")
+    p.add_argument("--imaging-features", help="comma-separated imaging feature columns (default the 31 radiomic ones)")
+    p.add_argument("--imaging-probability", metavar="COLUMN",
+                   help="instead: out-of-fold probabilities of any SpineAI model (e.g. an image classifier's CV)")
+    p.add_argument("--imaging-model", default="logreg", help="radiomic model of the imaging branch (default logreg)")
+    p.add_argument("--group-column", help="patient column (default patient_id / patient / PatientID when present)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_fuse)
 
     p = sub.add_parser("demo", help="run the whole pipeline on a generated spine phantom")
     p.add_argument("--out", default="spineai-demo", help="output folder (default ./spineai-demo)")
