@@ -99,6 +99,7 @@ def cmd_cohort(args) -> int:
 
     from spineai.cohort import CohortDB, output_lock, parse_steps, progress_path, read_manifest, run_cohort
     from spineai.cohort.export import cohort_rows, write_table
+    from spineai.cohort.store import remove_database
     from spineai.image import check_output_path
     from spineai.progress import TextProgress
 
@@ -122,7 +123,7 @@ def cmd_cohort(args) -> int:
         if args.out:
             stack.enter_context(output_lock(args.out))
         if args.overwrite and not args.db:
-            db_path.unlink(missing_ok=True)  # the progress of an earlier run on this --out: start again
+            remove_database(db_path)  # the progress of an earlier run on this --out: start again
         db = stack.enter_context(CohortDB(db_path))
 
         def started(to_run: int, done: int) -> None:
@@ -153,7 +154,7 @@ def cmd_cohort(args) -> int:
             print(f"{len(rows)} of {len(cases)} cases -> {args.out}" +
                   (f" ({len(summary.failed)} skipped)" if summary.failed else ""))
     if args.out and not args.db:
-        db_path.unlink()  # the run is complete and exported: its progress is no longer needed
+        remove_database(db_path)  # the run is complete and exported: its progress is no longer needed
     return 0
 
 

@@ -1,7 +1,8 @@
 """The cohort database: one SQLite file (no server) holding every case, step, mask, feature vector,
 prediction, error, annotation, run, engine and model version and timing.
 
-Only the process that runs the cohort writes it, one transaction per finished case (workers, local
+Keep the database on a local disk of the machine that runs the command (images may be on shared
+storage). Only the process that runs the cohort writes it, one transaction per finished case (workers, local
 or on Dask, return plain results), so a crash, kill -9 or Ctrl-C loses at most the cases in flight.
 A step counts as done while its input key (the files' size and mtime, the seed, the parameter set's
 and the model's sha256, the mask it read) is unchanged; a rerun computes only what is not done.
@@ -78,6 +79,13 @@ def unpack_mask(shape: Sequence[int], data: bytes) -> np.ndarray:
     return bits.reshape(tuple(shape)).astype(np.uint8)
 
 
+def remove_database(path) -> None:
+    """Delete a closed database with its write-ahead log: a stale log beside a new database of the
+    same name would be replayed into it."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
 class CohortDB:
     """The database of one cohort (``path``), created when absent. Use as a context manager."""
 
@@ -85,6 +93,9 @@ class CohortDB:
         self.path = Path(path)
         try:
             self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
+            # Write-ahead log: one fsync per committed case instead of three, and Slicer can read
+            # while a run writes. It needs a local disk (not NFS / SMB) for the database itself.
+            self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
             row = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
