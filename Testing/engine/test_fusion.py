@@ -122,3 +122,37 @@ def test_fusion_input_errors_name_the_problem(tmp_path):
 
     with pytest.raises(SpineAIError, match="'ward' has 60 different texts"):
         ClinicalEncoder(data.clinical)
+
+
+def test_fuse_reads_a_cohort_database(tmp_path):
+    """The cohort database's features and clinical columns feed `spineai fuse` directly."""
+    from pathlib import Path
+
+    from spineai.cohort import CohortCase, CohortDB
+    from spineai.featureset import FEATURES_31
+
+    rng = np.random.default_rng(3)
+    db_path = tmp_path / "r.sqlite"
+    n = 80
+    y = rng.integers(0, 2, n)
+    cases = [CohortCase(f"c{i}", Path(f"/images/c{i}.nii.gz"), Path(f"/images/c{i}_mask.nii.gz"), 1, f"P{i // 2}",
+                        outcome="MET" if y[i] else "SD", clinical={"age": f"{rng.normal(60, 10) + 8 * y[i]:.0f}"})
+             for i in range(n)]
+    with CohortDB(db_path) as db:
+        db.register(cases)
+        run = db.start_run(steps=["features"])
+        for i, c in enumerate(cases):
+            values = {f: float(rng.normal()) for f in FEATURES_31}
+            values[FEATURES_31[0]] += 1.5 * y[i]
+            db.record({"id": c.id, "features": {"values": values, "provenance": {"parameter_set": "spineai31-v1"},
+                                                "parameter_set": "spineai31-v1", "parameter_sha256": "x"},
+                       "steps": [{"step": "features", "status": "done", "key": "k", "seconds": 0.1}]}, run)
+    m = _fuse_db(db_path, tmp_path / "rep")
+    assert m["clinical_columns"] == ["age"] and m["n_cases"] == n and m["n_patients"] == 40
+    assert "31 imaging features" in m["imaging_source"]
+    assert m["cv"]["scores"]["imaging"]["auroc"]["value"] > 0.7
+
+
+def _fuse_db(db, out):
+    assert main(["fuse", str(db), "--positive", "MET", "--bootstrap", "100", "--folds", "3", "--out", str(out)]) == 0
+    return json.loads((out / "metrics.json").read_text())
