@@ -188,6 +188,17 @@ def _repeated_manifest(cohort, n_cases):
     return path
 
 
+def _processes_running(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
 def test_kill_9_mid_run_then_rerun_does_every_case_exactly_once(cohort, tmp_path):
     manifest = _repeated_manifest(cohort, 36)
     db, out = tmp_path / "r.sqlite", tmp_path / "r.csv"
@@ -208,7 +219,11 @@ def test_kill_9_mid_run_then_rerun_does_every_case_exactly_once(cohort, tmp_path
     proc.wait()
     first = dict(_q(db, "SELECT case_id, finished_at FROM steps WHERE step='features' AND status='done'"))
     assert 4 <= len(first) < 36
-    time.sleep(0.2)  # the killed run's workers die with it (PR_SET_PDEATHSIG) and release the lock
+    if sys.platform.startswith("linux"):  # its worker processes die with it (PR_SET_PDEATHSIG)
+        deadline = time.time() + 10
+        while _processes_running(str(manifest)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _processes_running(str(manifest))
     r = subprocess.run(cmd + ["--out", str(out)], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"resuming: {len(first)} of 36 cases" in r.stdout
