@@ -259,3 +259,36 @@ def test_dask_cluster_gives_the_local_run_s_results(cohort, tmp_path, monkeypatc
     with CohortDB(tmp_path / "d.sqlite") as d, CohortDB(tmp_path / "l.sqlite") as l_:
         for cid in l_.case_ids():
             assert np.array_equal(d.mask(cid), l_.mask(cid)) if l_.mask(cid) is not None else d.mask(cid) is None
+
+
+def test_ctrl_c_keeps_the_finished_cases_and_the_rerun_resumes(cohort, tmp_path):
+    manifest = _repeated_manifest(cohort, 24)
+    db = tmp_path / "r.sqlite"
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "spineai.cli", "cohort", str(manifest), "--steps", "segment,features",
+           "--db", str(db), "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done, deadline = 0, time.time() + 120
+    while time.time() < deadline and proc.poll() is None and done < 2:
+        try:
+            done = _q(db, "SELECT count(*) FROM steps WHERE step='features' AND status='done'")[0][0] if db.exists() else 0
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "spineai cohort: interrupted" in err
+    kept = _q(db, "SELECT count(*) FROM steps WHERE step='features' AND status='done'")[0][0]
+    assert kept >= 2 and _q(db, "SELECT cases_done FROM runs") == [(kept,)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming: {kept} of 24 cases" in r.stdout
+    assert _q(db, "SELECT count(*), count(DISTINCT case_id) FROM steps WHERE step='features'") == [(24, 24)]
+
+
+def test_cohort_needs_a_database_or_an_output(cohort, capsys):
+    assert main(["cohort", str(cohort)]) == 2
+    assert "give --db RESULTS.sqlite" in capsys.readouterr().err
+    assert main(["cohort", str(cohort), "--db", "x.sqlite", "--steps", "segment,grade"]) == 2
+    assert "unknown step(s) grade: choose from segment, features, classify" in capsys.readouterr().err
