@@ -143,7 +143,7 @@ def test_fuse_reads_a_cohort_database(tmp_path):
         run = db.start_run(steps=["features"])
         for i, c in enumerate(cases):
             values = {f: float(rng.normal()) for f in FEATURES_31}
-            values[FEATURES_31[0]] += 1.5 * y[i]
+            values[FEATURES_31[0]] += 3.0 * y[i]
             db.record({"id": c.id, "features": {"values": values, "provenance": {"parameter_set": "spineai31-v1"},
                                                 "parameter_set": "spineai31-v1", "parameter_sha256": "x"},
                        "steps": [{"step": "features", "status": "done", "key": "k", "seconds": 0.1}]}, run)
