@@ -367,9 +367,9 @@ def write_fusion_report(folder, result: dict, data: FusionData, source: str) -> 
     mean_abs = np.abs(contrib[:, :-1]).mean(0)
     order = np.argsort(-mean_abs, kind="stable")
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(names) + 1.2))
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.4))
     ax.barh([names[i] for i in order][::-1], mean_abs[order][::-1], color="#4a7fb0")
-    ax.set(xlabel="mean |contribution| to the log-odds (exact tree SHAP, test cases)",
+    ax.set(xlabel="mean |contribution| to the log-odds\n(exact tree SHAP from pred_contribs, test cases)",
            title="Fused XGBoost: what drives its call")
     ax.title.set_fontsize(9)
     fig.tight_layout(), fig.savefig(out / "contributions.png", dpi=110), plt.close(fig)
