@@ -2,6 +2,7 @@
 
     python benchmarks/bench_cohort.py                 # 50 cases, full-size phantoms, workers 1 and 2
     python benchmarks/bench_cohort.py --cases 20 --size small --workers 1,2,4
+    python benchmarks/bench_cohort.py --folder /tmp/cohort50   # keep the generated cohort, reuse it next time
 
 Writes a synthetic cohort (``spineai.cohort.synthetic``: phantom MR volumes of 192 x 256 x 24
 voxels, SD / MET / STB lesions, a seed per case, no mask files) into a temporary folder, then
@@ -37,15 +38,21 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", type=int, default=50)
     ap.add_argument("--size", choices=("full", "small"), default="full")
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    ap.add_argument("--folder", help="where the cohort is written, or read when its manifest is already there "
+                                     "(default a temporary folder)")
     args = ap.parse_args(argv)
     counts = [int(w) for w in args.workers.split(",")]
     print(f"cpus available: {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()}; "
           f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        manifest = write_synthetic_cohort(Path(tmp) / "cohort", args.cases, seed=0, masks="none", size=args.size)
-        print(f"{args.cases}-case synthetic cohort ({args.size} phantoms) written in {time.perf_counter() - t:.1f} s")
+        folder = Path(args.folder) if args.folder else Path(tmp) / "cohort"
+        manifest = folder / "manifest.csv"
+        if not manifest.is_file():
+            t = time.perf_counter()
+            write_synthetic_cohort(folder, args.cases, seed=0, masks="none", size=args.size)
+            print(f"{args.cases}-case synthetic cohort ({args.size} phantoms) written in {time.perf_counter() - t:.1f} s")
         cases = read_manifest(manifest)
+        print(f"{len(cases)} cases from {manifest}")
         # warm-up: imports, the model bundle and the parameter set, as any long-running process has them
         with CohortDB(":memory:") as db:
             run_cohort(db, cases[:1], STEPS, model="spineai-demo-phantom", workers=1)
