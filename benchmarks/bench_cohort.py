@@ -13,7 +13,9 @@ speed-up over 1 worker, and the time the parent spent planning and writing the d
 transaction per case, synchronous=FULL) as a share of the run and per case. The 1-worker figure
 is the honest overhead (the writes sit on the critical path); with workers the parent writes while
 they compute. The load average is printed before and after: the machine is shared, so read the
-speed-up only from a quiet run.
+speed-up only from a quiet run. The steps' own seconds tell why a speed-up falls short: the workers' busy share
+(runner overhead) against the compute time per case (slower per case with more workers: the cores
+are shared).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def main(argv=None) -> int:
         for w in counts:
             with CohortDB(Path(tmp) / f"w{w}.sqlite") as db:
                 s = run_cohort(db, cases, STEPS, model="spineai-demo-phantom", workers=w)
+                compute = db.db.execute("SELECT sum(seconds) FROM steps").fetchone()[0]
             assert s.done == args.cases, s.failed
             results[w] = s
             base = results[counts[0]].seconds
@@ -67,6 +70,10 @@ def main(argv=None) -> int:
                   f"{base / s.seconds:4.2f}x vs {counts[0]} worker(s); database {s.db_seconds:.3f} s = "
                   f"{100 * s.db_seconds / s.seconds:.2f} % of the run, {1000 * s.db_seconds / s.done:.1f} ms per case "
                   f"({s.executor})")
+            # Steps' own seconds, summed: the share of the workers' time spent computing cases. Below
+            # 100 % is the runner's overhead; a per-case time above the 1-worker run's is contention.
+            print(f"           compute {compute / s.done:.3f} s per case; busy {100 * compute / (w * s.seconds):.1f} % "
+                  f"of {w} worker(s) x wall time")
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 
