@@ -8,6 +8,6 @@ command -v "$PY" >/dev/null || PY=python3
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: the 2.13.0 CPU wheel; anything unpinned pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[deep,test]"
+.venv/bin/python -m pip install -q -e ".[deep,test,dask]"
 # The CMake build test needs cmake; where the system has none, the PyPI package provides it.
 command -v cmake >/dev/null || .venv/bin/python -m pip install -q cmake

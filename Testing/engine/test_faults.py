@@ -319,7 +319,7 @@ def test_cohort_survives_kill_9_and_resumes_without_duplicates(tmp_path, phantom
         if db.exists():
             try:
                 with sqlite3.connect(str(db), timeout=1) as con:
-                    done = con.execute("SELECT count(*) FROM cases").fetchone()[0]
+                    done = con.execute("SELECT count(*) FROM steps WHERE status = 'done'").fetchone()[0]
             except sqlite3.OperationalError:
                 done = 0
             if done >= 1:

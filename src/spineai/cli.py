@@ -168,35 +168,111 @@ def cmd_features(args) -> int:
 
 
 def cmd_cohort(args) -> int:
-    from spineai.cohort import CohortStore, extract_cohort, output_lock, progress_path, read_manifest
+    import contextlib
+
+    from spineai.cohort import CohortDB, output_lock, parse_steps, progress_path, read_manifest, run_cohort
+    from spineai.cohort.export import cohort_rows, write_table
+    from spineai.cohort.store import remove_database
     from spineai.image import check_output_path
     from spineai.progress import TextProgress
-    from spineai.radiomics import load_parameters, write_features_csv
 
-    cases = read_manifest(args.manifest)
-    check_output_path(args.out, args.overwrite,
-                      inputs=[args.manifest, args.params, *(c.image for c in cases), *(c.mask for c in cases)])
-    params_sha256 = load_parameters(args.params).sha256
-    with output_lock(args.out):
-        db = progress_path(args.out)
-        if args.overwrite:
-            db.unlink(missing_ok=True)
-        store = CohortStore(db, params_sha256)
-        try:
-            before = len(store.finished(cases))
-            if before:
-                print(f"resuming: {before} of {len(cases)} cases were finished by an earlier run ({db.name})")
-            results, ids, failures = extract_cohort(cases, args.params, args.skip_failures, TextProgress("features"),
-                                                    store)
-        finally:
-            store.close()
-        for failure in failures:
-            print(f"skipped {failure.case.id}: {failure.error}", file=sys.stderr)
-        if not results:
-            raise SpineAIError(f"every one of the {len(cases)} cases failed; nothing written")
-        write_features_csv(results, args.out, overwrite=args.overwrite, ids=ids)
-        db.unlink()
-    print(f"{len(results)} of {len(cases)} cases -> {args.out}" + (f" ({len(failures)} skipped)" if failures else ""))
+    if not args.db and not args.out:
+        raise SpineAIError("give --db RESULTS.sqlite (the cohort database) and / or --out TABLE.csv|.parquet")
+    steps = parse_steps(args.steps)
+    if "classify" in steps and not args.model:
+        args.model = "spineai-demo-phantom"
+        print("classify: no --model given, using spineai-demo-phantom: a DEMONSTRATION model trained on synthetic "
+              "phantoms, whose output means nothing about real patients", file=sys.stderr)
+    cases = read_manifest(args.manifest, args.label_column)
+    inputs = [args.manifest, args.params, *(c.image for c in cases), *(c.mask for c in cases if c.mask)]
+    if args.out:
+        check_output_path(args.out, args.overwrite, inputs=inputs)
+    db_path = Path(args.db) if args.db else progress_path(args.out)
+    from spineai.output import refuse_input_as_output
+
+    refuse_input_as_output(db_path, inputs)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(output_lock(db_path))
+        if args.out:
+            stack.enter_context(output_lock(args.out))
+        if args.overwrite and not args.db:
+            remove_database(db_path)  # the progress of an earlier run on this --out: start again
+        db = stack.enter_context(CohortDB(db_path))
+
+        def started(to_run: int, done: int) -> None:
+            if done:
+                print(f"resuming: {done} of {len(cases)} cases were finished by an earlier run ({db_path.name})")
+
+        summary = run_cohort(db, cases, steps, args.params, args.model, args.workers, args.dask,
+                             TextProgress("cohort", eta=True), started, manifest=str(args.manifest))
+        for cid, step, message in summary.failed:
+            print(f"{'skipped' if args.skip_failures else 'failed'} {cid}: {message}" +
+                  ("" if step == "features" else f" (step {step})"), file=sys.stderr)
+        computed = summary.done + len(summary.failed)
+        rate = f", {60 * computed / summary.seconds:.1f} cases/min" if computed and summary.seconds > 0 else ""
+        where = "in this process" if summary.executor == "inline" else (
+            f"on {summary.workers} Dask worker threads" if args.dask else f"in {summary.workers} worker processes")
+        print(f"{computed} cases computed {where} in {summary.seconds:.1f} s{rate}; {summary.already_done} already done; "
+              f"{len(summary.failed)} failed" + (f"; database {db_path}" if args.db else ""))
+        if summary.failed and not args.skip_failures:
+            cid, _, message = summary.failed[0]
+            raise SpineAIError(f"{len(summary.failed)} case(s) failed (first: case {cid}: {message}); their errors are "
+                               f"recorded and the other cases are saved in {db_path}: fix the cases and rerun, or pass "
+                               f"--skip-failures to {'export without them' if args.out else 'accept them'}")
+        if args.out:
+            columns, rows = cohort_rows(db, steps, [c.id for c in cases], args.label_column)
+            if not rows:
+                raise SpineAIError(f"every one of the {len(cases)} cases failed; nothing written")
+            write_table(columns, rows, args.out, overwrite=args.overwrite)
+            print(f"{len(rows)} of {len(cases)} cases -> {args.out}" +
+                  (f" ({len(summary.failed)} skipped)" if summary.failed else ""))
+    if args.out and not args.db:
+        remove_database(db_path)  # the run is complete and exported: its progress is no longer needed
+    return 0
+
+
+def cmd_fuse(args) -> int:
+    from spineai.cohort.fusion import fusion_data, run_fusion, write_fusion_report
+    from spineai.featureset import FEATURES_31
+    from spineai.models.estimators import MODEL_NAMES
+    from spineai.models.tables import Table, read_table
+    from spineai.output import refuse_existing, write_output_folder
+    from spineai.progress import TextProgress
+
+    out = refuse_existing(args.out, args.overwrite, inputs=[args.table])
+    if args.imaging_model not in MODEL_NAMES:
+        raise SpineAIError(f"unknown --imaging-model {args.imaging_model!r}: choose from {', '.join(MODEL_NAMES)}")
+    clinical = [c for c in (args.clinical or "").split(",") if c]
+    if str(args.table).endswith((".sqlite", ".db")):
+        from spineai.cohort import CohortDB
+        from spineai.cohort.export import cohort_rows
+
+        if not Path(args.table).is_file():
+            raise SpineAIError(f"no such cohort database: {args.table}")
+        with CohortDB(args.table) as db:
+            columns, rows = cohort_rows(db, ["features"], label_column=args.label_column)
+            if not clinical:
+                clinical = sorted({k for cid in db.case_ids() for k in json.loads(db.case_row(cid)["clinical"] or "{}")})
+        table = Table(columns, [["" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows], str(args.table))
+    else:
+        table = read_table(args.table)
+    features = [c for c in (args.imaging_features or "").split(",") if c]
+    if not features and not args.imaging_probability:
+        if not all(f in table.columns for f in FEATURES_31):
+            raise SpineAIError("give the imaging branch: --imaging-features COLUMNS (default: SpineAI's 31 radiomic "
+                               "features, absent here) or --imaging-probability COLUMN")
+        features = list(FEATURES_31)
+    data = fusion_data(table, args.label_column, clinical, features, args.imaging_probability, args.group_column,
+                       args.positive)
+    result = run_fusion(data, args.imaging_model, args.folds, args.seed, args.bootstrap, TextProgress("fuse"))
+    write_output_folder(out, lambda tmp: write_fusion_report(tmp, result, data, Path(args.table).name), args.overwrite,
+                        inputs=[args.table])
+    print(f"{result['folds']}-fold cross-validation, {result['n_cases']} cases of {result['n_patients']} patients "
+          f"(AUROC / AUPRC, 95 % CI):")
+    for name, m in result["cv"]["scores"].items():
+        print(f"  {name:32s} {m['auroc']['value']:.3f} [{m['auroc']['ci_low']:.3f}, {m['auroc']['ci_high']:.3f}]  "
+              f"{m['auprc']['value']:.3f} [{m['auprc']['ci_low']:.3f}, {m['auprc']['ci_high']:.3f}]")
+    print(f"report -> {out / 'report.html'}")
     return 0
 
 
@@ -335,16 +411,47 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("cohort", help="extract the features of every lesion listed in a manifest CSV",
-                       description="MANIFEST is a CSV with columns id, image, mask and optionally label; "
-                                   "relative paths are read from the manifest's folder.")
+    p = sub.add_parser("cohort", help="run segmentation, features and classification over a cohort manifest",
+                       description="MANIFEST is a CSV with columns id, image, and mask or seed (RAS mm), optionally "
+                                   "patient_id, label (the mask's label value), the class label column and clinical "
+                                   "columns; relative paths are read from the manifest's folder. Every result goes to "
+                                   "the SQLite database (--db), case by case: a rerun resumes; --out exports one "
+                                   "row per finished case (.csv, or .parquet with pyarrow).")
     p.add_argument("manifest")
+    p.add_argument("--steps", default="features", help="comma-separated: segment, features, classify (default features)")
+    p.add_argument("--db", help="cohort database (SQLite) to create or resume; without it, --out keeps its progress "
+                                "in OUT.progress.sqlite until the export succeeds")
+    p.add_argument("--out", help="table to export: .csv or .parquet, one row per case that finished every step")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: the CPU cores available; 1 runs in this process)")
+    p.add_argument("--dask", metavar="tcp://HOST:PORT", help="run on this dask.distributed scheduler instead")
     p.add_argument("--params", default=DEFAULT_PARAMETER_SET)
+    p.add_argument("--model", help="classify: model bundle (path or registry id; default the demonstration model)")
+    p.add_argument("--label-column", default="diagnosis", help="the manifest's class label column (default diagnosis)")
     p.add_argument("--skip-failures", action="store_true",
-                   help="report failing cases and go on (default: stop at the first, naming it)")
-    p.add_argument("--out", required=True, help="CSV file to write, one row per case")
-    p.add_argument("--overwrite", action="store_true")
+                   help="export without the failing cases and exit 0 (they are recorded with their errors either way)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out; without --db also restart its progress")
     p.set_defaults(func=cmd_cohort)
+
+    p = sub.add_parser("fuse", help="late fusion of an imaging branch and clinical data, with a report",
+                       description="TABLE (CSV / XLSX, or a cohort database .sqlite) holds one row per case: the label, "
+                                   "a patient column, clinical columns, and imaging features or out-of-fold imaging "
+                                   "probabilities. Reports imaging-only, clinical-only and fused side by side.")
+    p.add_argument("table")
+    p.add_argument("--label-column", default="diagnosis")
+    p.add_argument("--positive", help="the class predicted against the rest (needed with more than two classes)")
+    p.add_argument("--clinical", help="comma-separated clinical columns (a cohort database: its manifest's by default)")
+    p.add_argument("--imaging-features", help="comma-separated imaging feature columns (default the 31 radiomic ones)")
+    p.add_argument("--imaging-probability", metavar="COLUMN",
+                   help="instead: out-of-fold probabilities of any SpineAI model (e.g. an image classifier's CV)")
+    p.add_argument("--imaging-model", default="logreg", help="radiomic model of the imaging branch (default logreg)")
+    p.add_argument("--group-column", help="patient column (default patient_id / patient / PatientID when present)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_fuse)
 
     p = sub.add_parser("demo", help="run the whole pipeline on a generated spine phantom")
     p.add_argument("--out", default="spineai-demo", help="output folder (default ./spineai-demo)")

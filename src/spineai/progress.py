@@ -28,8 +28,8 @@ def report(progress: Optional[ProgressCallback], done: int, total: int, message:
 class TextProgress:
     """A dependency-free progress bar on stderr, redrawn at most ten times a second."""
 
-    def __init__(self, label: str = "", width: int = 30, stream=None):
-        self.label, self.width = label, width
+    def __init__(self, label: str = "", width: int = 30, stream=None, eta: bool = False):
+        self.label, self.width, self.eta = label, width, eta
         self.stream = stream if stream is not None else sys.stderr
         self._last = 0.0
         self._start = time.perf_counter()
@@ -43,7 +43,9 @@ class TextProgress:
         frac = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
         filled = int(round(frac * self.width))
         bar = "#" * filled + "-" * (self.width - filled)
-        line = f"\r{self.label} [{bar}] {done}/{total} {now - self._start:5.1f}s {message}"[:120]
+        elapsed = now - self._start
+        eta = f" ETA {elapsed * (total - done) / done:5.0f}s" if self.eta and 0 < done < total else ""
+        line = f"\r{self.label} [{bar}] {done}/{total} {elapsed:5.1f}s{eta} {message}"[:120]
         self.stream.write(line.ljust(80))
         if final:
             self.stream.write("\n")
