@@ -36,6 +36,7 @@ class Requirement:
     pip: Optional[str]  # pip requirement; None when a Slicer extension provides the module
     why: str
     extension: Optional[str] = None  # the Slicer extension that provides it
+    pip_options: str = ""  # e.g. --no-deps: MONAI's own torch requirement would pull a multi-GB CUDA build
 
     def label(self) -> str:
         return self.pip or f"{self.module} (from the {self.extension} extension)"
@@ -68,7 +69,13 @@ def requirements(platform: str = sys.platform) -> dict[str, tuple[Requirement, .
             Requirement("xgboost", xgboost_requirement(platform), "gradient-boosted tree models"),
             Requirement("safetensors", "safetensors>=0.4", "model weights without pickle"),
         ),
-        "deep": (Requirement("torch", None, "neural-network models", extension="PyTorch"),),
+        # torch first, from the PyTorch extension (the build for this computer's GPU driver); then MONAI
+        # without its dependencies, so that pip never replaces that torch.
+        "deep": (Requirement("torch", None, "neural-network models", extension="PyTorch"),
+                 Requirement("monai", "monai>=1.4", "network architectures, transforms and Grad-CAM (MONAI)",
+                             pip_options="--no-deps"),
+                 Requirement("einops", "einops>=0.7", "tensor reshaping for MONAI's vision transformer"),
+                 Requirement("safetensors", "safetensors>=0.4", "model weights without pickle")),
     }
 
 
@@ -150,7 +157,7 @@ class DependencyInstaller:
                     self._fail(f"PyTorch is missing: {_extension_advice('PyTorch')}.")
                 continue
             try:
-                self.pip_install(req.pip)
+                self.pip_install(f"{req.pip} {req.pip_options}".strip())
             except Exception as exc:  # noqa: BLE001 - CalledProcessError, OSError, ...: all end in the dialog
                 done = ", ".join(r.label() for r in todo[:n]) or "nothing"
                 output = getattr(exc, "output", None) or getattr(exc, "stderr", None) or ""
@@ -167,7 +174,7 @@ class DependencyInstaller:
                        "restart Slicer and try again.", describe(still))
 
 
-def slicer_torch_installer(minimum_version: str = "2.0"):
+def slicer_torch_installer(minimum_version: str = "2.4"):  # MONAI 1.4+ needs torch 2.4
     """A ``install_torch`` for DependencyInstaller that goes through the PyTorch extension."""
 
     def install():

@@ -26,7 +26,8 @@ class FakeEnvironment:
     def pip(self, requirement):
         self.pip_calls.append(requirement)
         self.installed.add({"scikit-learn>=1.4": "sklearn", "xgboost-cpu>=2.1": "xgboost", "xgboost>=2.1": "xgboost",
-                            "safetensors>=0.4": "safetensors", "scipy>=1.11": "scipy"}.get(requirement, requirement))
+                            "safetensors>=0.4": "safetensors", "scipy>=1.11": "scipy", "monai>=1.4 --no-deps": "monai",
+                            "einops>=0.7": "einops"}.get(requirement, requirement))
 
 
 def test_nothing_missing_asks_nothing():
@@ -137,7 +138,9 @@ def test_torch_only_through_the_pytorch_extension():
         return types.SimpleNamespace(__version__="2.5")
 
     DependencyInstaller(lambda *a: True, env.pip, install_torch=install_torch, finder=env.finder).ensure("deep")
-    assert "torch" in env.installed and env.pip_calls == []
+    assert "torch" in env.installed
+    # MONAI and the rest by pip, after torch and without dependencies: never a torch from PyPI
+    assert env.pip_calls == ["monai>=1.4 --no-deps", "einops>=0.7", "safetensors>=0.4"]
 
 
 def test_device_choice_honours_forced_cpu():
