@@ -1,0 +1,1 @@
+"""Image classifiers (lesion MRI, radiographs) on spineai.deep."""
