@@ -19,6 +19,7 @@ NETWORKS = {
     "monai.networks.nets.ResNet": ("monai.networks.nets", "ResNet"),
     "monai.networks.nets.DenseNet121": ("monai.networks.nets", "DenseNet121"),
     "monai.networks.nets.EfficientNetBN": ("monai.networks.nets", "EfficientNetBN"),
+    "spineai.imaging.vit.ViTClassifier": ("spineai.imaging.vit", "ViTClassifier"),  # MONAI ViT with a token map
 }
 
 
