@@ -38,14 +38,13 @@ def _ci(m: dict) -> str:
 
 
 def cmd_classify_radiograph(args) -> int:
-    from spineai.image import check_output_path
     from spineai.imaging.radiograph import radiograph_plane, read_radiograph
     from spineai.imaging.radiograph_classifier import (
         DEMONSTRATION_NOTICE, classify_radiograph, load_radiograph_model, save_radiograph_overlay,
     )
-    from spineai.output import write_output_folder
+    from spineai.output import refuse_existing, write_output_folder
 
-    check_output_path(args.out, args.overwrite, inputs=[args.image])
+    refuse_existing(args.out, args.overwrite, inputs=[args.image])  # before any work
     volume = read_radiograph(args.image)
     bundle = load_radiograph_model(args.model, args.device)
     result = classify_radiograph(bundle, volume, method=args.method, threshold=args.threshold)
@@ -58,7 +57,7 @@ def cmd_classify_radiograph(args) -> int:
         write_volume(result.heatmap_volume, folder / "gradcam.nii.gz")
         save_radiograph_overlay(radiograph_plane(volume), result, folder / "overlay.png")
 
-    write_output_folder(args.out, write, overwrite=args.overwrite)
+    write_output_folder(args.out, write, overwrite=args.overwrite, inputs=[args.image])
     if result.demonstration:
         print(DEMONSTRATION_NOTICE)
     verdict = "scoliosis" if result.decision else "no scoliosis"
