@@ -121,7 +121,11 @@ def _write_dicom(path, pixels: np.ndarray, photometric: str, spacing=(0.3, 0.25)
     ds.ImagerPixelSpacing = list(spacing)
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     ds.PixelData = pixels.astype(np.uint16).tobytes()
-    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
+    try:
+        pydicom.dcmwrite(str(path), ds, enforce_file_format=True)  # pydicom 3
+    except TypeError:  # pydicom 2 (the newest on Python 3.9)
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        pydicom.dcmwrite(str(path), ds, write_like_original=False)
 
 
 def test_dicom_monochrome1_is_inverted_so_bone_is_bright(tmp_path):
