@@ -84,9 +84,11 @@ class RadiographLogic:
 
     def screenRadiograph(self, volumeNode, modelId: str | None = None, forceCpu: bool = False, method: str = "gradcam"):
         """(RadiographScreening, heatmap node, centre-line curve node or None, end-vertebra line nodes)."""
+        from spineai.imaging.radiograph import radiograph_plane
         from spineai.imaging.radiograph_classifier import DEMONSTRATION_NOTICE, classify_radiograph
 
         volume = mrml.volume_from_node(volumeNode, "radiograph", single_slice=True)
+        radiograph_plane(volume, f"radiograph '{volumeNode.GetName()}'")  # before loading a model
         bundle = self.loadModel(modelId, forceCpu)
         result = classify_radiograph(bundle, volume, method=method)
         name = volumeNode.GetName()
