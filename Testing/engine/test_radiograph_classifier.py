@@ -98,14 +98,18 @@ def test_tiny_run_writes_a_bundle_with_thresholds_and_honest_metrics(tiny_run):
     assert json.loads((out / "metrics.json").read_text())["test"]["n"] == 130
 
 
-def test_two_round_schedule_and_class_weights(tmp_path):
+def test_two_round_schedule_from_local_weights_and_class_weights(tiny_run, tmp_path):
     from spineai.imaging.classifier import build_classifier, network_spec
 
+    _, first = tiny_run
+    weights = f"{first['bundle']}/weights.safetensors"  # a local file: nothing is ever downloaded
     result = R.train_radiograph_model(tmp_path, input_size=64, steps=2, batch=4, freeze_steps=2, balance="weights",
-                                      train_films=16, tuning_films=130, test_films=130, film_size=96, cobb_films=2, seed=2,
-                                      device="cpu")
+                                      init_weights=weights, train_films=16, tuning_films=130, test_films=130,
+                                      film_size=96, cobb_films=2, seed=2, device="cpu")
     training = result["card"]["training"]
     assert training["freeze_steps"] == 2 and "head only" in training["schedule"]
+    assert training["initial_weights"]["file"] == "weights.safetensors"
+    assert training["initial_weights"]["tensors_loaded"] == training["initial_weights"]["tensors_in_network"]
     assert training["balance"] == "weights" and training["class_weights"][1] > training["class_weights"][0]
     assert (tmp_path / "training" / "stage-head").is_dir() and (tmp_path / "training" / "stage-all").is_dir()
     assert build_classifier(network_spec("densenet121", 2, 1, 2, [64, 64])) is not None
