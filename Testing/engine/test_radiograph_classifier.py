@@ -52,6 +52,7 @@ def test_a_threshold_rule_that_cannot_be_met_says_why():
     chosen = R.choose_thresholds(score, y == 1, {"precision": 0.9, "youden": None})
     assert "error" in chosen["precision"] and "no threshold reaches precision 0.9" in chosen["precision"]["error"]
     assert "threshold" in chosen["youden"]
+    assert R._finite_or_none({"a": [1.0, float("nan")], "b": {"c": float("inf")}}) == {"a": [1.0, None], "b": {"c": None}}
     with pytest.raises(SpineAIError, match="both positive and negative"):
         R.evaluate_screening(score, np.zeros(100, int), chosen)
 

@@ -300,9 +300,22 @@ def train_radiograph_model(out: str | os.PathLike, backbone: str = "efficientnet
                    "no implants, no lateral films. What it shows is that the pipeline works, not that it screens.",
                    f"The test set holds {int(test.y.sum())} scoliosis films: the CIs are wide."],
     }
+    card = _finite_or_none(card)  # a rate with nothing to count (e.g. precision when nothing is called positive)
+    metrics = card["metrics"]
     bundle = save_torch_bundle(card, network, out / "model", overwrite=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return {"stopped": summary["stopped"], "bundle": str(bundle), "card": card, "summary": summary}
+
+
+def _finite_or_none(value):
+    """The same structure with NaN / infinite floats as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def cobb_errors(n: int, seed: int, size: int = 256) -> dict:
