@@ -34,7 +34,10 @@ def cmd_train_radiograph(args) -> int:
 
 
 def _ci(m: dict) -> str:
-    return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+    def num(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    return f"{num(m['value'])} [{num(m.get('ci_low'))}, {num(m.get('ci_high'))}]"
 
 
 def cmd_classify_radiograph(args) -> int:
