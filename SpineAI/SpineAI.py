@@ -17,9 +17,9 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 
 
 def _addSourceCheckoutPaths():
@@ -50,7 +50,9 @@ class SpineAI(ScriptedLoadableModule):
             "(STB) from its 31 radiomic features, with a model from the registry or a bundle file. The panel "
             "shows the class probabilities, the features that weighed most, a banner when the model is a "
             "demonstration or was trained on other feature definitions, and whether the case lies outside "
-            f"the model's training data.<br><br><b>{RESEARCH_USE_NOTICE}</b>"
+            "the model's training data. An image model (SD / MET / STB from sagittal MR slices through the lesion, "
+            "given by its segment or a point) runs beside it and shows a Grad-CAM heatmap over the image."
+            f"<br><br><b>{RESEARCH_USE_NOTICE}</b>"
         )
         self.parent.acknowledgementText = "Part of the SpineAI extension."
 
@@ -64,6 +66,11 @@ class SpineAIParameterNode:
     tableRow: Annotated[int, WithinRange(1, 100000)] = 1
     modelId: str = ""
     forceCpu: bool = False
+    inputPoints: vtkMRMLMarkupsFiducialNode
+    imageModelId: str = ""
+    heatmapMethod: Annotated[str, Choice(["gradcam", "gradcam++"])] = "gradcam"
+    heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    heatmapThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.2
 
 
 class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -74,6 +81,8 @@ class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._operation = None
+        self._imageOperation = None
+        self._heatmapNode = None
         self._installer = None
 
     def setup(self):
@@ -90,6 +99,10 @@ class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.modelFileButton.connect("clicked(bool)", self.onModelFile)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChosen)
+        self.ui.imageModelComboBox.connect("currentIndexChanged(int)", self.onImageModelChosen)
+        self.ui.classifyImageButton.connect("clicked(bool)", self.onClassifyImage)
+        self.ui.heatmapOpacitySlider.connect("valueChanged(double)", self.onHeatmapDisplay)
+        self.ui.heatmapThresholdSlider.connect("valueChanged(double)", self.onHeatmapDisplay)
         self.timer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.connect("timeout()", self._poll)
@@ -133,9 +146,11 @@ class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None):
-        p, busy = self._parameterNode, self._operation is not None
+        p, busy = self._parameterNode, self._operation is not None or self._imageOperation is not None
         ready = bool(p and p.modelId and (p.inputTable if p.useTable else (p.inputVolume and p.inputSegmentation)))
-        self.ui.classifyButton.enabled = ready and not busy
+        self.ui.classifyButton.enabled = ready and self._operation is None
+        lesion = bool(p and p.inputVolume and (p.inputSegmentation or (p.inputPoints and p.inputPoints.GetNumberOfControlPoints())))
+        self.ui.classifyImageButton.enabled = bool(p and p.imageModelId and lesion and self._imageOperation is None)
         self.ui.cancelButton.enabled = busy
         for name in ("inputVolumeSelector", "inputSegmentationSelector"):
             getattr(self.ui, name).enabled = not (p and p.useTable)
@@ -169,6 +184,20 @@ class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.addItem(os.path.basename(self._parameterNode.modelId), self._parameterNode.modelId)
         combo.setCurrentIndex(max(combo.findData(self._parameterNode.modelId if self._parameterNode else ""), 0))
         combo.blockSignals(False)
+        images = self.ui.imageModelComboBox
+        images.blockSignals(True)
+        images.clear()
+        images.addItem("(choose an image model)", "")
+        try:
+            for model_id, label in self.logic.image().listModels():
+                images.addItem(label, model_id)
+        except (SpineAIError, ImportError, AttributeError) as exc:
+            self._status(f"model registry unavailable: {exc}", error=True)
+        images.setCurrentIndex(max(images.findData(self._parameterNode.imageModelId if self._parameterNode else ""), 0))
+        images.blockSignals(False)
+
+    def onImageModelChosen(self, index):
+        self._parameterNode.imageModelId = self.ui.imageModelComboBox.itemData(index) or ""
 
     def onModelChosen(self, index):
         self._selectModel(self.ui.modelComboBox.itemData(index) or "")
@@ -220,12 +249,58 @@ class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateButtons()
         self.timer.start()
 
+    # ---- image model and heatmap -------------------------------------------------------------
+    def onClassifyImage(self):
+        from SpineAICommon.jobs import ProcessRunner
+
+        p = self._parameterNode
+        try:
+            self._ensureDependencies("classify", "deep")
+            self._imageOperation = self.logic.image(ProcessRunner()).startImageClassification(
+                p.inputVolume, p.imageModelId, segmentationNode=p.inputSegmentation,
+                pointsNode=None if p.inputSegmentation else p.inputPoints, method=p.heatmapMethod, forceCpu=p.forceCpu)
+        except SpineAIError as exc:
+            self._status(str(exc), error=True)
+            return
+        self._status("classifying the image in the background...")
+        self._updateButtons()
+        self.timer.start()
+
+    def _pollImage(self):
+        status = self._imageOperation.poll()
+        if not status.finished:
+            return False
+        op, self._imageOperation = self._imageOperation, None
+        try:
+            self._heatmapNode, result = self.logic.image().finish(op)
+            p = self._parameterNode
+            self.logic.image().showHeatmap(self._heatmapNode, op.volume_node, p.heatmapOpacity, p.heatmapThreshold)
+            self.ui.imageBannerLabel.text = "\n".join(result.banners)
+            self.ui.imageBannerLabel.visible = bool(result.banners)
+            self.ui.imageResultTextEdit.plainText = result.text()
+            self._status(f"heatmap '{self._heatmapNode.GetName()}' shown over the image")
+        except SpineAIError as exc:
+            self._status(str(exc), error=True)
+        return True
+
+    def onHeatmapDisplay(self, value=None):
+        if self._heatmapNode is not None and self._parameterNode:
+            self.logic.image().setOpacity(self._heatmapNode, self._parameterNode.heatmapOpacity)
+            self.logic.image().setThreshold(self._heatmapNode, self._parameterNode.heatmapThreshold)
+
     def _poll(self):
+        if self._imageOperation is not None and self._pollImage():
+            self._updateButtons()
+        if self._operation is None:
+            if self._imageOperation is None:
+                self.timer.stop()
+            return
         status = self._operation.poll()
         self.ui.progressBar.maximum, self.ui.progressBar.value = max(status.total, 1), status.done
         if not status.finished:
             return
-        self.timer.stop()
+        if self._imageOperation is None:
+            self.timer.stop()
         op, self._operation = self._operation, None
         try:
             table = self.logic.radiomics().finish(op)
@@ -247,9 +322,11 @@ class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._status(f"classified {len(results)} lesion(s)")
 
     def onCancel(self):
-        if self._operation is not None:
-            self._operation.cancel()
-            self._operation = None
+        if self._operation is not None or self._imageOperation is not None:
+            for op in (self._operation, self._imageOperation):
+                if op is not None:
+                    op.cancel()
+            self._operation = self._imageOperation = None
             self.timer.stop()
             self._status("cancelled: nothing was added to the scene")
             self._updateButtons()
@@ -260,6 +337,7 @@ class SpineAILogic(ScriptedLoadableModuleLogic, ClassifyLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         ClassifyLogic.__init__(self)
         self._radiomics = None
+        self._image = None
 
     def getParameterNode(self):
         return SpineAIParameterNode(super().getParameterNode())
@@ -271,6 +349,14 @@ class SpineAILogic(ScriptedLoadableModuleLogic, ClassifyLogic):
         if self._radiomics is None or runner is not None:
             self._radiomics = RadiomicsLogic(runner=runner)
         return self._radiomics
+
+    def image(self, runner=None):
+        """The image-model logic (Grad-CAM heatmap nodes)."""
+        from SpineAILib.image_logic import ImageClassifyLogic
+
+        if self._image is None or runner is not None:
+            self._image = ImageClassifyLogic(runner=runner)
+        return self._image
 
 
 class SpineAITest(ScriptedLoadableModuleTest):

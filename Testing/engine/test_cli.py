@@ -98,6 +98,15 @@ def test_demo_writes_everything(tmp_path, capsys):
     assert (out / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "not a medical device" in printed
+    try:
+        import monai  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        assert "skipped" in summary["image_classification"]
+    else:  # the image model's Grad-CAM heatmap, on the phantom's geometry, flagged as a demonstration
+        assert read_volume(out / "heatmap.nii.gz").same_geometry(read_volume(out / "phantom_t2.nii.gz"))
+        assert summary["image_classification"]["demonstration"] and "DEMONSTRATION MODEL" in printed
+        assert (out / "heatmap_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A second run refuses to replace the outputs.
     assert main(["demo", "--out", str(out), "--seed", "3"]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -22,6 +22,11 @@ def test_every_backbone_builds_in_2d_with_its_head_and_never_downloads(backbone)
     with torch.no_grad():
         out = net.eval()(torch.zeros(2, 3, 64, 64))
     assert out.shape == (2, 3)
+    # Grad-CAM on the default layer (EfficientNet reuses one swish module: the map must still fit)
+    from spineai.deep.cam import explain
+
+    result = explain(net, torch.randn(1, 3, 64, 64))
+    assert result.heatmap.shape == (1, 64, 64) and np.isfinite(result.heatmap).all()
 
 
 def test_3d_backbone_and_bad_names():

@@ -137,9 +137,60 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_classify_image(args) -> int:
+    from spineai.image import check_output_path, read_volume
+    from spineai.imaging.lesion import OUTPUTS, classify_lesion, write_outputs
+
+    for name in OUTPUTS.values():  # refuse before any work
+        check_output_path(Path(args.out) / name, args.overwrite, inputs=[args.image, args.mask])
+    image = read_volume(args.image)
+    mask = read_volume(args.mask) if args.mask else None
+    result = classify_lesion(image, mask=mask, seed=args.seed, model=args.bundle, method=args.method,
+                             device=args.device, seed_space="ijk" if args.ijk else "ras")
+    paths = write_outputs(result, image, args.out, args.overwrite)
+    if result.demonstration:
+        print(result.notice)
+    print(f"{result.predicted}: " + ", ".join(f"{c} {p:.3f}" for c, p in result.probabilities.items())
+          + f" ({result.model})")
+    print(f"{result.method} heatmap on the image's geometry -> {paths['heatmap']}; overlay -> {paths['overlay']}; "
+          f"probabilities -> {paths['probabilities']}")
+    return 0
+
+
+def cmd_train_image_classifier(args) -> int:
+    from spineai.imaging.lesion_training import ship_bundle, train_demo_model
+    from spineai.progress import TextProgress
+
+    if args.ship and args.manifest:
+        raise SpineAIError("--ship puts the demonstration model into the package; your own model stays in --out")
+    common = dict(backbone=args.backbone, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                  init_weights=args.init_weights, freeze_steps=args.freeze_steps,
+                  max_minutes=args.max_minutes, device=args.device, resume=not args.restart,
+                  progress=TextProgress("train"), command="spineai " + " ".join(sys.argv[1:]))
+    if args.manifest:
+        from spineai.imaging.lesion_training import train_from_manifest
+
+        summary = train_from_manifest(args.manifest, args.out, model_id=args.model_id, **common)
+    elif args.data:
+        summary = train_demo_model(args.data, args.out, per_class=args.per_class, **common)
+    else:
+        raise SpineAIError("give DATA (a spine-mr-bodies folder, for the demonstration model) or --manifest CSV")
+    if summary["stopped"] == "paused":
+        print(f"paused (--max-minutes): run the same command again to continue")
+        return 0
+    kind = "DEMONSTRATION bundle" if summary["card"]["demonstration"] else "bundle"
+    print(f"{summary['stopped']} (best step {summary['best_step']}); {kind} -> {summary['bundle']}")
+    for line in summary["report"]:
+        print(line)
+    if args.ship:
+        entry = ship_bundle(summary["bundle"])
+        print(f"shipped {entry['id']} {entry['version']} -> resources/models/{entry['url']} (sha256 {entry['sha256'][:12]}...)")
+    return 0
+
+
 # Commands defined here; the classifier commands come from spineai.models (bundles, registry, HTTP),
 # which a run of one of these never needs to import.
-ENGINE_COMMANDS = ("segment", "features", "cohort", "demo")
+ENGINE_COMMANDS = ("segment", "features", "cohort", "demo", "classify-image", "train-image-classifier")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
@@ -229,6 +280,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace files in --out")
     p.set_defaults(func=cmd_demo)
 
+    _add_image_commands(sub, DEVICE_CHOICES)
+
     if not (argv and argv[0] in ENGINE_COMMANDS):
         from spineai.models.cli import add_commands
 
@@ -238,6 +291,54 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
     add_radiograph_commands(sub)
     return parser
+
+
+def _add_image_commands(sub, device_choices) -> None:
+    """The image-classifier commands (issue 13)."""
+    from spineai.imaging.classifier import BACKBONES
+    from spineai.imaging.lesion_training import DEFAULTS
+
+    p = sub.add_parser("classify-image", help="classify a lesion from its MR image, with a Grad-CAM heatmap",
+                       description="Crop the lesion (given by a mask or a seed point), classify it with an image "
+                                   "model bundle and write probabilities.json, heatmap.nii.gz (on the image's "
+                                   "geometry) and heatmap_overlay.png into --out. Negative coordinates: "
+                                   "--seed=-12.5,30,4.")
+    p.add_argument("bundle", help="image model bundle: a path or a registry id (e.g. spineai-lesion-demo)")
+    p.add_argument("image", help="NIfTI / NRRD / MetaImage file, or a folder with one DICOM series")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--mask", help="lesion mask with the image's geometry (the crop is centred on its centroid)")
+    where.add_argument("--seed", type=_triple, metavar="X,Y,Z",
+                       help="a point in the lesion, RAS millimetres (or voxel indices with --ijk)")
+    p.add_argument("--ijk", action="store_true", help="the seed is a voxel index (i, j, k), not RAS")
+    p.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam", help="heatmap method")
+    p.add_argument("--device", choices=device_choices, default=None)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=cmd_classify_image)
+
+    p = sub.add_parser("train-image-classifier", help="train the SD / MET / STB image model (demonstration data)",
+                       description="Generate SD / MET / STB lesions inside the real vertebral bodies of a "
+                                   "spine-mr-bodies folder, split by source case, train a 2.5D image classifier, test "
+                                   "it (metrics with CIs, Grad-CAM localisation) and write a DEMONSTRATION bundle.")
+    p.add_argument("data", nargs="?", help="folder of CASE_img.nii.gz / CASE_bodies.nii.gz pairs (spine-mr-bodies): "
+                                          "the demonstration model on generated lesions")
+    p.add_argument("--manifest", help="your own labelled lesions instead: CSV with image, label, patient and mask or "
+                                      "seed ('X,Y,Z' RAS mm); split by patient")
+    p.add_argument("--model-id", default="my-lesion-images", help="the bundle's id (with --manifest)")
+    p.add_argument("--out", required=True, help="run folder: crops, checkpoints, log, OUT/model")
+    p.add_argument("--backbone", choices=BACKBONES, default=DEFAULTS["backbone"])
+    for name in ("steps", "batch", "lr", "seed", "per_class"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(DEFAULTS[name]), default=DEFAULTS[name],
+                       help=f"default {DEFAULTS[name]}")
+    p.add_argument("--init-weights", metavar="FILE", help="start from a local weights file (safetensors or a torch "
+                                                          "state dict); tensors that fit are copied, nothing is downloaded")
+    p.add_argument("--freeze-steps", type=int, default=0,
+                   help="train only the head for this many steps first (backbone frozen), then all layers")
+    p.add_argument("--max-minutes", type=float, default=None, help="pause at a checkpoint; the same command resumes")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--ship", action="store_true", help="maintainers: copy the bundle into the package, pin its sha256")
+    p.add_argument("--device", choices=device_choices, default=None)
+    p.set_defaults(func=cmd_train_image_classifier)
 
 
 def _join_negative_seed(argv: list[str]) -> list[str]:

@@ -16,6 +16,8 @@ OUTPUTS = {
     "mask": "lesion_mask.nii.gz",
     "features": "features.csv",
     "overlay": "overlay.png",
+    "heatmap": "heatmap.nii.gz",
+    "heatmap_overlay": "heatmap_overlay.png",
     "summary": "summary.json",
 }
 
@@ -38,7 +40,7 @@ def run_demo(out_dir: str | Path, overwrite: bool = False, seed: int = 0, kind: 
     paths = {key: out / name for key, name in OUTPUTS.items()}
     for path in paths.values():
         check_output_path(path, overwrite)
-    steps = 5
+    steps = 6
     report(progress, 0, steps, "phantom")
     ph = make_spine_phantom(seed=seed, lesion_kind=kind)
     click_ras = ph.lesion_center_ras
@@ -65,7 +67,10 @@ def run_demo(out_dir: str | Path, overwrite: bool = False, seed: int = 0, kind: 
         title=f"Synthetic phantom, {kind}-like lesion in {ph.lesion_level}: Dice {overlap:.3f}", overwrite=overwrite,
     )
 
-    report(progress, 4, steps, "summary")
+    report(progress, 4, steps, "image model and heatmap")
+    image_result = _image_classification(ph.image, mask, paths, overwrite)
+
+    report(progress, 5, steps, "summary")
     summary = {
         "spineai_version": __version__,
         "notice": RESEARCH_USE_NOTICE,
@@ -75,7 +80,8 @@ def run_demo(out_dir: str | Path, overwrite: bool = False, seed: int = 0, kind: 
         "segmentation": {"voxels": int(mask.array.sum()), "dice_vs_truth": round(overlap, 4)},
         "features": {k: float(v) for k, v in features.values.items()},
         "classification": prediction.to_dict(),
-        "files": {key: p.name for key, p in paths.items()},
+        "image_classification": image_result,
+        "files": {key: p.name for key, p in paths.items() if p.exists()},
     }
     atomic_write(paths["summary"], lambda tmp: tmp.write_text(json.dumps(summary, indent=2)), suffix=".json",
                  overwrite=overwrite)
@@ -89,6 +95,33 @@ def run_demo(out_dir: str | Path, overwrite: bool = False, seed: int = 0, kind: 
         f"  overlay -> {paths['overlay'].name}",
         "  classification (demonstration model trained on synthetic phantoms):",
         *("    " + line for line in prediction.summary().splitlines()),
+        *_image_lines(image_result),
         f"  {RESEARCH_USE_NOTICE}",
     ]
     return "\n".join(lines)
+
+
+def _image_classification(image, mask, paths: dict, overwrite: bool) -> dict:
+    """The image model (SD / MET / STB from the sagittal slices) and its Grad-CAM heatmap on the
+    phantom's geometry; skipped with the reason when torch / MONAI are not installed."""
+    from spineai.deep.device import require_torch
+    from spineai.errors import SpineAIError
+    from spineai.imaging.lesion import classify_lesion, save_heatmap_png
+
+    try:
+        require_torch()
+    except SpineAIError as exc:
+        return {"skipped": str(exc)}
+    result = classify_lesion(image, mask=mask, device="cpu")
+    write_volume(result.heatmap, paths["heatmap"], overwrite)
+    save_heatmap_png(image, result, paths["heatmap_overlay"], overwrite)
+    return result.to_json()
+
+
+def _image_lines(image_result: dict) -> list:
+    if "skipped" in image_result:
+        return [f"  image model and heatmap skipped: {image_result['skipped']}"]
+    probs = ", ".join(f"{c} {p:.2f}" for c, p in image_result["probabilities"].items())
+    return [f"  image model {image_result['model']}: {probs}",
+            f"    {image_result['notice']}" if image_result["notice"] else "",
+            f"  Grad-CAM heatmap -> {OUTPUTS['heatmap']}, {OUTPUTS['heatmap_overlay']}"]

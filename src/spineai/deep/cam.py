@@ -80,10 +80,32 @@ def _normalise(maps):
 
 def _cam(network, layer: str, method: str):
     """The MONAI CAM object for this network, layer and method, made once (its hooks are permanent)."""
+    import torch
     from monai.visualize import GradCAM, GradCAMpp
     from monai.visualize.class_activation_maps import ModelWithHooks
 
     class KeepLogits(ModelWithHooks):
+        """The gradient at the target layer comes from a hook on its output tensor, which is made to
+        require grad there: with the weights frozen (``explain``), the backward pass then runs only
+        through the layers after the target, activations only (no weight gradients)."""
+
+        def __init__(self, nn_module, layer):
+            super().__init__(nn_module, layer, register_forward=False, register_backward=False)
+            self.register_forward = self.register_backward = True  # __call__ reads activations and gradients
+            dict(nn_module.named_modules())[layer].register_forward_hook(self._track(layer))
+
+        def _track(self, name):
+            def hook(_module, _inputs, output):
+                self.activations[name] = output
+                if torch.is_grad_enabled():
+                    if not output.requires_grad:
+                        output.requires_grad_(True)
+                    # a module called several times in one pass (EfficientNet's shared swish) keeps the
+                    # last call's activation: keep that call's gradient, not the first one's
+                    output.register_hook(lambda grad: self.gradients.__setitem__(name, grad)
+                                         if self.activations.get(name) is output else None)
+            return hook
+
         def __call__(self, x, class_idx=None, retain_graph=False, **kwargs):
             out = super().__call__(x, class_idx=class_idx, retain_graph=retain_graph, **kwargs)
             self.logits = out[0].detach()
@@ -94,7 +116,7 @@ def _cam(network, layer: str, method: str):
     if key not in cams:
         if layer not in dict(network.named_modules()):
             raise SpineAIError(f"Grad-CAM target layer {layer!r} is not a layer of this network")
-        hooks = KeepLogits(network, layer, register_forward=True, register_backward=True)
+        hooks = KeepLogits(network, layer)
         cls = GradCAMpp if method == "gradcam++" else GradCAM
         cams[key] = cls(nn_module=hooks, target_layers=layer, postprocessing=_normalise)
     return cams[key]
@@ -118,13 +140,20 @@ def explain(network, inputs, class_index: Optional[int] = None, method: str = "g
     cam = _cam(network, layer, method)
     device = next(network.parameters()).device
     probabilities, maps, classes = [], [], []
-    with torch.enable_grad():
-        for x in inputs:  # one at a time: MONAI's class score and Grad-CAM++ weights assume a batch of one
-            x = x.unsqueeze(0).to(device=device, dtype=torch.float32).requires_grad_(True)
-            heat = cam(x, class_idx=class_index)
-            logits = cam.nn_module.logits
-            classes.append(int(cam.nn_module.class_idx))
-            p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits.float(), 1)
-            probabilities.append(p[0].cpu())
-            maps.append(heat[0, 0].detach().float().cpu())
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    try:
+        for p in trainable:  # no weight gradients: the backward pass stops at the target layer
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            for x in inputs:  # one at a time: MONAI's class score and Grad-CAM++ weights assume a batch of one
+                x = x.unsqueeze(0).to(device=device, dtype=torch.float32)
+                heat = cam(x, class_idx=class_index)
+                logits = cam.nn_module.logits
+                classes.append(int(cam.nn_module.class_idx))
+                p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits.float(), 1)
+                probabilities.append(p[0].cpu())
+                maps.append(heat[0, 0].detach().float().cpu())
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     return CamResult(torch.stack(probabilities).numpy(), torch.stack(maps).numpy(), classes, layer, method)

@@ -265,18 +265,40 @@ def split_by_group(groups: Sequence[str], y: Sequence[int], fractions: Sequence[
 # ---- training --------------------------------------------------------------------------------------
 
 def default_augment(x, rng: np.random.Generator):
-    """Mild, orientation-preserving augmentation of one input (C, ...) with MONAI transforms: small
-    rotation and scale, contrast (gamma), bias-free noise. Tasks with their own physics pass theirs."""
+    """Mild, orientation-preserving augmentation of one input (C, ...): in half the cases a rotation up
+    to 10 deg and a scale of 0.9-1.1 (one torch resampling), then MONAI's random gamma and noise.
+    Tasks with their own physics pass their own function."""
     import torch
-    from monai.transforms import RandAdjustContrast, RandAffine, RandGaussianNoise
 
     dims = x.dim() - 1
-    rot = (0.17,) * (1 if dims == 2 else 3)
-    for t in (RandAffine(prob=0.7, rotate_range=rot, scale_range=(0.1,) * dims, padding_mode="zeros"),
-              RandAdjustContrast(prob=0.4, gamma=(0.7, 1.5)), RandGaussianNoise(prob=0.3, std=0.05)):
+    if rng.random() < 0.5:
+        from scipy.spatial.transform import Rotation
+
+        if dims == 2:
+            a = np.deg2rad(rng.uniform(-10, 10))
+            rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        else:
+            rot = Rotation.from_rotvec(np.deg2rad(rng.uniform(-10, 10, 3)) / np.sqrt(3)).as_matrix()
+        theta = np.concatenate([rot * rng.uniform(0.9, 1.1), np.zeros((dims, 1))], 1)
+        theta_t = torch.as_tensor(theta, dtype=torch.float32)[None]
+        grid = torch.nn.functional.affine_grid(theta_t, [1, *x.shape], align_corners=False)
+        x = torch.nn.functional.grid_sample(x[None].float(), grid, padding_mode="zeros", align_corners=False)[0]
+    for t in _intensity_augmenters():
         t.set_random_state(int(rng.integers(2**31)))
         x = torch.as_tensor(t(x))
     return x
+
+
+_AUGMENTERS: list = []
+
+
+def _intensity_augmenters():
+    """MONAI's random gamma and noise, made once per process (making them costs more than using them)."""
+    if not _AUGMENTERS:
+        from monai.transforms import RandAdjustContrast, RandGaussianNoise
+
+        _AUGMENTERS.extend([RandAdjustContrast(prob=0.4, gamma=(0.7, 1.5)), RandGaussianNoise(prob=0.3, std=0.05)])
+    return _AUGMENTERS
 
 
 @dataclass
@@ -329,6 +351,9 @@ def train_classifier(spec: dict, train_x, train_y, val_x, val_y, out: str | Path
     from spineai.deep.device import describe, select_device
     from spineai.deep.training import TrainConfig, train
 
+    from monai.data import set_track_meta
+
+    set_track_meta(False)  # plain tensors from MONAI transforms: metadata tracking costs more than the transforms
     if balance not in ("sampling", "weights", "none"):
         raise SpineAIError(f"unknown balance {balance!r} (choose sampling, weights or none)")
     train_x, val_x = torch.as_tensor(train_x).float(), torch.as_tensor(val_x).float()
@@ -424,6 +449,33 @@ def evaluate(probs: np.ndarray, y: Sequence[int], classes: Sequence[str], groups
                     "test_specificity": float((~pred & ~pos).sum() / max((~pos).sum(), 1))}
             out["thresholds"][c] = rules
     return out
+
+
+def cam_layer_candidates(network, input_shape: Sequence[int], scales: int = 3) -> list:
+    """The deepest layer at each of the last ``scales`` feature-map sizes (more than one voxel across):
+    the Grad-CAM target layers worth comparing, coarse (semantic) to finer (sharper maps)."""
+    from spineai.deep.cam import spatial_layers
+
+    deepest: dict = {}
+    for name, shape in spatial_layers(network, input_shape):
+        if all(s > 1 for s in shape[2:]):
+            deepest[tuple(shape[2:])] = name  # later layers of the same size replace earlier ones
+    return list(deepest.values())[-scales:]
+
+
+def choose_cam_layer(network, x, regions, method: str = "gradcam", scales: int = 3) -> dict:
+    """The Grad-CAM target layer whose maps put the most mass inside ``regions`` (masks on the
+    input grid, one per input), relative to the regions' share: choose it on validation data."""
+    import torch
+
+    from spineai.deep.cam import explain
+
+    x = torch.as_tensor(x)
+    scores = {}
+    for layer in cam_layer_candidates(network, (1,) + tuple(x.shape[1:]), scales):
+        maps = explain(network, x, method=method, target_layer=layer).heatmap
+        scores[layer] = float(np.mean([heatmap_localisation(m, r)["ratio"] for m, r in zip(maps, regions)]))
+    return {"layer": max(scores, key=scores.get), "mean_ratio_by_layer": {k: round(v, 3) for k, v in scores.items()}}
 
 
 def heatmap_localisation(heatmap: np.ndarray, region: np.ndarray) -> dict:
