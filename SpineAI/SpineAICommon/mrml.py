@@ -57,8 +57,9 @@ def _require_untransformed(node, what: str) -> None:
 
 # ---- volumes -------------------------------------------------------------------------------
 
-def volume_from_node(node, what: str = "input volume") -> Volume:
-    """A copy of a scalar volume node's voxels and geometry as an engine ``Volume``."""
+def volume_from_node(node, what: str = "input volume", single_slice: bool = False) -> Volume:
+    """A copy of a scalar volume node's voxels and geometry as an engine ``Volume``; with
+    ``single_slice`` a 2D image (a radiograph: one slice) is accepted too."""
     if node is None:
         raise SpineAIError(f"no {what} selected: choose a volume first")
     if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
@@ -77,7 +78,7 @@ def volume_from_node(node, what: str = "input volume") -> Volume:
             fix = "convert it to a scalar volume first (Vector to Scalar Volume module)"
         raise SpineAIError(f"the {what} '{node.GetName()}' is {kind}; SpineAI needs a 3D scalar volume: {fix}")
     dims = image.GetDimensions()
-    if min(dims) < 2:
+    if min(dims) < 2 and not (single_slice and sorted(dims)[1] >= 2):
         raise SpineAIError(f"the {what} '{node.GetName()}' is a single slice ({dims} voxels): a 3D volume is needed")
     _require_untransformed(node, what)
     scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())

@@ -473,6 +473,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from spineai.models.cli import add_commands
 
         add_commands(sub)
+    # Scoliosis radiographs (issue 16)
+    from spineai.imaging.radiograph_cli import add_radiograph_commands
+
+    add_radiograph_commands(sub)
     return parser
 
 

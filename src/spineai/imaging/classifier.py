@@ -307,6 +307,23 @@ class ClassifierTraining:
     summary: dict
 
 
+def _ready_for_training(network, head: str) -> None:
+    """Two MONAI EfficientNet defaults that break short trainings: its head starts uniform in
+    +-1/sqrt(classes) (2-class logits of about +-16, a first loss of 2-4), so the head starts near
+    zero; its batch norms keep running statistics with momentum 0.01, so after a few hundred steps
+    the eval-mode network still uses statistics close to their initial values, its features vanish
+    and every input gets the same output; momentum 0.1 (torch's default) tracks them in ~30 steps.
+    Momentum is not part of the weights: a bundle loads the same."""
+    import torch
+
+    for name, module in network.named_modules():
+        if isinstance(module, torch.nn.Linear) and (name == head or name.startswith(head + ".")):
+            torch.nn.init.normal_(module.weight, std=0.01)
+            torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and (module.momentum or 0) < 0.1:
+            module.momentum = 0.1
+
+
 def class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
     """Inverse-frequency weights, mean 1 over the examples: each class counts as much in the loss."""
     counts = np.bincount(np.asarray(y, int), minlength=num_classes).astype(float)
@@ -350,6 +367,7 @@ def train_classifier(spec: dict, train_x, train_y, val_x, val_y, out: str | Path
     dev = select_device(device)
     torch.manual_seed(seed)
     network = build_classifier(spec)
+    _ready_for_training(network, spec.get("head", ""))
     init = load_initial_weights(network, init_weights) if init_weights else None
     by_class = [np.flatnonzero(train_y == c) for c in range(k)]
     loss = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=dev)
