@@ -110,7 +110,7 @@ def add_radiograph_commands(sub) -> None:
 
     p = sub.add_parser("train-radiograph", help="train the scoliosis radiograph classifier on generated films",
                        description="Generate films, train (or resume), choose thresholds on tuning films and test on "
-                                   "test films at the study's 1.6 %% prevalence; writes OUT/model and OUT/metrics.json.")
+                                   "test films at the study's 1.6 % prevalence; writes OUT/model and OUT/metrics.json.")
     p.add_argument("--out", required=True, help="run folder (checkpoints, log, the bundle in OUT/model)")
     p.add_argument("--backbone", choices=RADIOGRAPH_BACKBONES, default=TRAIN_DEFAULTS["backbone"])
     p.add_argument("--balance", choices=("sampling", "weights"), default=TRAIN_DEFAULTS["balance"],

@@ -481,6 +481,8 @@ DATA_CITATIONS = [
 def _git_commit() -> str:
     import subprocess
 
+    if os.environ.get("SPINEAI_GIT_COMMIT"):  # a checkout copied without .git (e.g. to a lent GPU machine)
+        return os.environ["SPINEAI_GIT_COMMIT"]
     root = Path(__file__).resolve().parents[3]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
