@@ -199,3 +199,24 @@ def test_unreadable_checkpoint_is_named(tmp_path):
     with pytest.raises(SpineAIError, match="checkpoint .* is unreadable"):
         train(build_network(TINY), sample_batch, loss, validate, tmp_path, TrainConfig(steps=2, background_batches=False),
               torch.device("cpu"))
+
+
+def test_ship_pins_the_bundle_and_refuses_an_oversize_one_keeping_what_is_there(tmp_path, monkeypatch):
+    from spineai.deep import bundle as bundles
+
+    torch.manual_seed(0)
+    src = save_torch_bundle(_card(), build_network(TINY), tmp_path / "tiny.zip")
+    models = tmp_path / "models"
+    models.mkdir()
+    registry = models / "registry.json"  # bundles are found beside their registry
+    registry.write_text(json.dumps({"schema": 1, "models": []}))
+    entry = bundles.ship_torch_bundle(src, lambda card: f"{card['id']} for a test", models, registry)
+    assert entry["url"] == "tiny-1.0.0.zip" and entry["description"] == "tiny for a test"
+    assert json.loads(registry.read_text())["models"] == [entry]
+    assert load_torch_bundle("tiny", registry=registry).verified
+    before = (models / "tiny-1.0.0.zip").read_bytes()
+    monkeypatch.setattr(bundles, "MAX_SHIPPED_MB", 0.0001)
+    with pytest.raises(SpineAIError, match="stay under 0.0001 MB"):
+        bundles.ship_torch_bundle(src, lambda card: "too big", models, registry)
+    assert (models / "tiny-1.0.0.zip").read_bytes() == before
+    assert sorted(p.name for p in models.iterdir()) == ["registry.json", "tiny-1.0.0.zip"]

@@ -88,3 +88,36 @@ def load_torch_bundle(path_or_id: str | os.PathLike, task: str | None = None, re
                            f"{str(exc).splitlines()[0]}") from None
     network.eval()
     return TorchBundle(card, network, source, sha256, verified)
+
+
+MAX_SHIPPED_MB = 20  # a bundle inside the package; larger models are installed with ``spineai models install``
+
+
+def ship_torch_bundle(bundle: str | os.PathLike, description, models_dir: Path | None = None,
+                      registry: Path | None = None) -> dict:
+    """Copy a trained bundle into the package (``resources/models/ID-VERSION.zip``) and pin its sha256
+    in the bundled registry: what every training command's ``--ship`` does. ``description(card)``
+    gives the registry's one-line summary (demonstration models say so in it)."""
+    from spineai.bundlefile import sha256_file
+    from spineai.models.build_bundled import write_registry
+    from spineai.models.registry import BUNDLED_DIR, BUNDLED_REGISTRY
+
+    files, source, _, _ = read_bundle(bundle)
+    card = verify_files(files, source, {WEIGHTS})
+    folder = Path(models_dir or BUNDLED_DIR)
+    name = f"{card['id']}-{card['version']}.zip"
+    staged = write_files(files, folder / f".staged-{name}", overwrite=True)
+    size_mb = staged.stat().st_size / 2**20
+    if size_mb > MAX_SHIPPED_MB:
+        staged.unlink()
+        raise SpineAIError(f"{name} would be {size_mb:.1f} MB: bundles shipped in the package stay under {MAX_SHIPPED_MB} MB")
+    target = folder / name
+    os.replace(staged, target)
+    entry = {"id": card["id"], "version": card["version"], "task": card["task"], "url": name,
+             "sha256": sha256_file(target), "demonstration": bool(card.get("demonstration"))}
+    if "classes" in card:
+        entry["classes"] = card["classes"]
+    entry.update(description=description(card), engine_version=card["engine_version"])
+    write_registry([entry], Path(registry or BUNDLED_REGISTRY))
+    return entry
+

@@ -273,22 +273,15 @@ def fit_and_bundle(sets: dict, classes: list, out: Path, card: dict, summary_ext
 
 
 def ship_bundle(bundle: str | Path, models_dir: Path | None = None, registry: Path | None = None) -> dict:
-    """Copy the bundle into the package and pin its sha256 in the bundled registry."""
-    from spineai.bundlefile import WEIGHTS, read_files, sha256_file, verify_files, write_files
-    from spineai.models.build_bundled import write_registry
-    from spineai.models.registry import BUNDLED_DIR, BUNDLED_REGISTRY
+    """``spineai train-image-classifier --ship``: the bundle into the package, pinned in the registry."""
+    from spineai.deep.bundle import ship_torch_bundle
 
-    files = read_files(Path(bundle))
-    card = verify_files(files, str(bundle), {WEIGHTS})
-    target = write_files(files, Path(models_dir or BUNDLED_DIR) / f"{card['id']}-{card['version']}.zip", overwrite=True)
-    if target.stat().st_size > 20 * 2**20:
-        raise SpineAIError(f"{target.name} is {target.stat().st_size / 2**20:.1f} MB: shipped bundles stay under 20 MB")
-    acc = card["metrics"]["test"]["metrics"]["accuracy"]
-    entry = {"id": card["id"], "version": card["version"], "task": card["task"], "url": target.name,
-             "sha256": sha256_file(target), "demonstration": True, "classes": card["classes"],
-             "description": f"DEMONSTRATION: SD / MET / STB from three sagittal MR slices ({card['backbone']}), trained on "
-                            f"generated lesions in real spines; test accuracy {acc['value']:.3f} on generated lesions; "
-                            "meaningless for real patients.",
-             "engine_version": card["engine_version"]}
-    write_registry([entry], Path(registry or BUNDLED_REGISTRY))
-    return entry
+    def description(card):
+        acc = card["metrics"]["test"]["metrics"]["accuracy"]
+        return (f"DEMONSTRATION: SD / MET / STB from three sagittal MR slices ({card['backbone']}), trained on "
+                f"generated lesions in real spines; test accuracy {acc['value']:.3f} on generated lesions; "
+                "meaningless for real patients.")
+
+    return ship_torch_bundle(bundle, description, models_dir, registry)
+
+

@@ -340,24 +340,17 @@ def cobb_errors(n: int, seed: int, size: int = 256) -> dict:
 
 
 def ship_bundle(bundle: str | os.PathLike, models_dir: Optional[Path] = None, registry: Optional[Path] = None) -> dict:
-    """Copy the bundle into the package and pin its sha256 in the bundled registry."""
-    from spineai.bundlefile import WEIGHTS, read_files, sha256_file, verify_files, write_files
-    from spineai.models.build_bundled import write_registry
-    from spineai.models.registry import BUNDLED_DIR, BUNDLED_REGISTRY
+    """``spineai train-radiograph --ship``: the bundle into the package, pinned in the registry."""
+    from spineai.deep.bundle import ship_torch_bundle
 
-    files = read_files(Path(bundle))
-    card = verify_files(files, str(bundle), {WEIGHTS})
-    target = write_files(files, Path(models_dir or BUNDLED_DIR) / f"{card['id']}-{card['version']}.zip", overwrite=True)
-    test = card["metrics"]["test"]
-    entry = {"id": card["id"], "version": card["version"], "task": card["task"], "url": target.name,
-             "sha256": sha256_file(target), "demonstration": True, "classes": card["classes"],
-             "description": f"DEMONSTRATION: scoliosis (Cobb >= 10 deg) on generated frontal radiographs, "
-                            f"{card['training']['backbone']} at {card['training']['input_size']} px; test AUPRC "
-                            f"{test['auprc']['value']:.3f}, ROC-AUC {test['roc_auc']['value']:.3f} at 1.6 % prevalence; "
-                            f"meaningless for real patients.",
-             "engine_version": card["engine_version"]}
-    write_registry([entry], Path(registry or BUNDLED_REGISTRY))
-    return entry
+    def description(card):
+        test = card["metrics"]["test"]
+        return (f"DEMONSTRATION: scoliosis (Cobb >= 10 deg) on generated frontal radiographs, "
+                f"{card['training']['backbone']} at {card['training']['input_size']} px; test AUPRC "
+                f"{test['auprc']['value']:.3f}, ROC-AUC {test['roc_auc']['value']:.3f} at 1.6 % prevalence; "
+                f"meaningless for real patients.")
+
+    return ship_torch_bundle(bundle, description, models_dir, registry)
 
 
 # ---- one film -------------------------------------------------------------------------------------

@@ -300,14 +300,16 @@ def train_and_bundle(data: str | Path, out: str | Path, progress=None, command: 
     return {**summary, "bundle": str(bundle_path), "metrics": metrics, "report": report}
 
 
-def ship_levels_bundle(bundle: str | Path) -> dict:
-    """Copy the bundle into the package and pin it in the bundled registry."""
-    from spineai.bundlefile import read_files, verify_files, WEIGHTS
-    from spineai.segment.body_training import ship_bundle
+def ship_levels_bundle(bundle: str | Path, models_dir: Path | None = None, registry: Path | None = None) -> dict:
+    """``spineai train-lumbar-levels --ship``: the bundle into the package, pinned in the registry."""
+    from spineai.deep.bundle import ship_torch_bundle
 
-    card = verify_files(read_files(Path(bundle)), str(bundle), {WEIGHTS})
-    v = card.get("metrics", {}).get("validation", {})
-    return ship_bundle(bundle, description=(
-        f"Lumbar disc levels L1/L2-L5/S1 on MR (3D U-Net at 2 mm, body / L5 labels); on {v.get('cases', '?')} unseen "
-        f"cases {v.get('named_correctly', 0) * 100:.1f} % named correctly, median {v.get('median_mm', '?')} mm, "
-        f"95th percentile {v.get('p95_mm', '?')} mm."))
+    def description(card):
+        v = card.get("metrics", {}).get("validation", {})
+        return (f"Lumbar disc levels L1/L2-L5/S1 on MR (3D U-Net at 2 mm, body / L5 labels); on {v.get('cases', '?')} "
+                f"unseen cases {v.get('named_correctly', 0) * 100:.1f} % named correctly, median {v.get('median_mm', '?')} "
+                f"mm, 95th percentile {v.get('p95_mm', '?')} mm.")
+
+    return ship_torch_bundle(bundle, description, models_dir, registry)
+
+

@@ -254,21 +254,16 @@ def evaluate(data: str | Path, model=None, split: str = "train", device=None, id
 
 
 def ship(bundle: str | Path, models_dir: Optional[Path] = None, registry: Optional[Path] = None) -> dict:
-    """Copy a trained grading bundle into the package and pin its sha256 in the bundled registry."""
-    from spineai.bundlefile import WEIGHTS, read_files, sha256_file, verify_files, write_files
-    from spineai.models.build_bundled import write_registry
-    from spineai.models.registry import BUNDLED_DIR, BUNDLED_REGISTRY
+    """``spineai lumbar train --ship``: the grading bundle into the package, pinned in the registry."""
+    from spineai.deep.bundle import ship_torch_bundle
 
-    files = read_files(Path(bundle))
-    card = verify_files(files, str(bundle), {WEIGHTS})
-    target = write_files(files, Path(models_dir or BUNDLED_DIR) / f"{card['id']}-{card['version']}.zip", overwrite=True)
-    allrow = card["metrics"]["held_out"][0]
-    entry = {"id": card["id"], "version": card["version"], "task": card["task"], "url": target.name,
-             "sha256": sha256_file(target), "demonstration": card["demonstration"],
-             "description": f"DEMONSTRATION: lumbar degeneration grading (5 conditions x 5 levels) from sagittal T1, "
-                            f"sagittal T2/STIR and axial T2, trained on synthetic studies; held-out challenge score "
-                            f"{allrow['model_score']} vs prior {allrow['prior_score']} ({allrow['studies']} synthetic "
-                            "studies). Meaningless for real patients.",
-             "engine_version": card["engine_version"]}
-    write_registry([entry], Path(registry or BUNDLED_REGISTRY))
-    return entry
+    def description(card):
+        allrow = card["metrics"]["held_out"][0]
+        return (f"DEMONSTRATION: lumbar degeneration grading (5 conditions x 5 levels) from sagittal T1, "
+                f"sagittal T2/STIR and axial T2, trained on synthetic studies; held-out challenge score "
+                f"{allrow['model_score']} vs prior {allrow['prior_score']} ({allrow['studies']} synthetic "
+                "studies). Meaningless for real patients.")
+
+    return ship_torch_bundle(bundle, description, models_dir, registry)
+
+

@@ -571,24 +571,15 @@ def train_and_bundle(data: str | Path, out: str | Path, progress=None, command: 
     return {**summary, "bundle": str(bundle_path), "metrics": metrics, "report": lines}
 
 
-def ship_bundle(bundle: str | Path, models_dir: Path | None = None, registry: Path | None = None,
-                description: str | None = None) -> dict:
-    """Copy a trained bundle into the package (``resources/models/ID-VERSION.zip``) and pin its sha256
-    in the bundled registry: what ``spineai train-segmentation --ship`` does after training (and
-    ``train-lumbar-levels --ship``, with its own ``description``)."""
-    from spineai.bundlefile import read_files, sha256_file, verify_files, write_files, WEIGHTS
-    from spineai.models.build_bundled import write_registry
-    from spineai.models.registry import BUNDLED_DIR, BUNDLED_REGISTRY
+def ship_bundle(bundle: str | Path, models_dir: Path | None = None, registry: Path | None = None) -> dict:
+    """``spineai train-segmentation --ship``: the bundle into the package, pinned in the registry."""
+    from spineai.deep.bundle import ship_torch_bundle
 
-    files = read_files(Path(bundle))
-    card = verify_files(files, str(bundle), {WEIGHTS})
-    target = write_files(files, Path(models_dir or BUNDLED_DIR) / f"{card['id']}-{card['version']}.zip", overwrite=True)
-    v = card.get("metrics", {}).get("validation", {})
-    entry = {"id": card["id"], "version": card["version"], "task": card["task"], "url": target.name,
-             "sha256": sha256_file(target), "demonstration": card["demonstration"],
-             "description": description or (
-                 f"Learned vertebral-body click segmentation (3D U-Net) on MR; validation Dice "
-                 f"{v.get('deep_centre', {}).get('mean_dice', '?')} (centre click, {v.get('cases', '?')} unseen cases)."),
-             "engine_version": card["engine_version"]}
-    write_registry([entry], Path(registry or BUNDLED_REGISTRY))
-    return entry
+    def description(card):
+        v = card.get("metrics", {}).get("validation", {})
+        return (f"Learned vertebral-body click segmentation (3D U-Net) on MR; validation Dice "
+                f"{v.get('deep_centre', {}).get('mean_dice', '?')} (centre click, {v.get('cases', '?')} unseen cases).")
+
+    return ship_torch_bundle(bundle, description, models_dir, registry)
+
+
