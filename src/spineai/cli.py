@@ -18,6 +18,7 @@ from pathlib import Path
 
 from spineai import RESEARCH_USE_NOTICE, __version__
 from spineai.errors import SpineAIError, SpineAIWarning
+from spineai.deep.training import add_training_arguments
 
 
 def _triple(text: str) -> tuple[float, float, float]:
@@ -140,16 +141,7 @@ def _add_lumbar_levels_commands(sub, device_choices) -> None:
                                    "write a model bundle with its card, log and validation tables.")
     p.add_argument("data", help="folder of CASE_img.nii.gz / CASE_bodies.nii.gz pairs")
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, tables, and the bundle in OUT/model")
-    for name, value in LEVELS_DEFAULTS.items():
-        if name in ("val_every", "patience"):
-            continue
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop at a checkpoint after this long; the same command resumes")
-    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
-    p.add_argument("--ship", action="store_true",
-                   help="maintainers: copy the bundle into the package and pin its sha256 in the bundled registry")
-    p.add_argument("--device", choices=device_choices, default=None)
+    add_training_arguments(p, LEVELS_DEFAULTS)
     p.set_defaults(func=cmd_train_lumbar_levels)
 # ---- end lumbar disc levels ----
 
@@ -388,16 +380,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                    "a model bundle with its card, training log and overlay pictures.")
     p.add_argument("data", help="folder of CASE_img.nii.gz / CASE_bodies.nii.gz pairs (e.g. spine-mr-bodies)")
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, pictures, and the bundle in OUT/model")
-    for name, value in TRAIN_DEFAULTS.items():
-        if name in ("val_every", "patience"):
-            continue
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop at a checkpoint after this long; the same command resumes")
-    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
-    p.add_argument("--ship", action="store_true",
-                   help="maintainers: copy the bundle into the package and pin its sha256 in the bundled registry")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default=None)
+    add_training_arguments(p, TRAIN_DEFAULTS)
     p.set_defaults(func=cmd_train_segmentation)
 
     p = sub.add_parser("features", help="extract the 31 radiomic features of a masked lesion")
@@ -514,17 +497,11 @@ def _add_image_commands(sub, device_choices) -> None:
     p.add_argument("--model-id", default="my-lesion-images", help="the bundle's id (with --manifest)")
     p.add_argument("--out", required=True, help="run folder: crops, checkpoints, log, OUT/model")
     p.add_argument("--backbone", choices=BACKBONES, default=DEFAULTS["backbone"])
-    for name in ("steps", "batch", "lr", "seed", "per_class"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(DEFAULTS[name]), default=DEFAULTS[name],
-                       help=f"default {DEFAULTS[name]}")
     p.add_argument("--init-weights", metavar="FILE", help="start from a local weights file (safetensors or a torch "
                                                           "state dict); tensors that fit are copied, nothing is downloaded")
     p.add_argument("--freeze-steps", type=int, default=0,
                    help="train only the head for this many steps first (backbone frozen), then all layers")
-    p.add_argument("--max-minutes", type=float, default=None, help="pause at a checkpoint; the same command resumes")
-    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
-    p.add_argument("--ship", action="store_true", help="maintainers: copy the bundle into the package, pin its sha256")
-    p.add_argument("--device", choices=device_choices, default=None)
+    add_training_arguments(p, DEFAULTS, ("steps", "batch", "lr", "seed", "per_class"))
     p.set_defaults(func=cmd_train_image_classifier)
 
 

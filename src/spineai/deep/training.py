@@ -52,6 +52,23 @@ class TrainResult:
     trained_on: str = ""  # device, cores and data workers of the run that trained it
 
 
+def add_training_arguments(parser, defaults: dict, names=None) -> None:
+    """The options every training command shares: one per default in ``names`` (all of ``defaults``
+    but the validation cadence and patience, which stay fixed), ``--max-minutes``, ``--restart``,
+    ``--ship`` and ``--device``."""
+    from spineai.deep.device import DEVICE_CHOICES
+
+    for name in names or [n for n in defaults if n not in ("val_every", "patience")]:
+        value = defaults[name]
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="pause at a checkpoint after this long; the same command resumes")
+    parser.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    parser.add_argument("--ship", action="store_true",
+                        help="maintainers: copy the bundle into the package and pin its sha256 in the bundled registry")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default=None)
+
+
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to ``min_lr_fraction`` of the peak at ``cfg.steps``."""
     if step < cfg.warmup:

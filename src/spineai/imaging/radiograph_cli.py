@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from spineai.deep.training import add_training_arguments
+
 
 def cmd_train_radiograph(args) -> int:
     from spineai.imaging.radiograph_classifier import ship_bundle, train_radiograph_model
@@ -120,14 +122,8 @@ def add_radiograph_commands(sub) -> None:
     p.add_argument("--threshold-target", type=float, default=None,
                    help=f"target of the recall / precision rule (defaults {THRESHOLD_RULES['recall']} / {THRESHOLD_RULES['precision']})")
     p.add_argument("--init-weights", default=None, help="local weights file to start from (safetensors or torch state dict)")
-    for name in ("input_size", "steps", "batch", "lr", "freeze_steps", "train_films", "train_prevalence",
-                 "tuning_films", "test_films", "film_size", "seed"):
-        value = TRAIN_DEFAULTS[name]
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
-    p.add_argument("--max-minutes", type=float, default=None, help="pause at a checkpoint after this long; the same command resumes")
-    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
-    p.add_argument("--ship", action="store_true", help="maintainers: copy the bundle into the package and pin it in the registry")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default=None)
+    add_training_arguments(p, TRAIN_DEFAULTS, ("input_size", "steps", "batch", "lr", "freeze_steps", "train_films",
+                                               "train_prevalence", "tuning_films", "test_films", "film_size", "seed"))
     p.set_defaults(func=cmd_train_radiograph)
 
     p = sub.add_parser("generate-radiograph", help="write a synthetic frontal spine radiograph with a known Cobb angle")

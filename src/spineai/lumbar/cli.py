@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from spineai.errors import SpineAIError
+from spineai.deep.training import add_training_arguments
 
 
 def cmd_synthesize(args) -> int:
@@ -123,14 +124,7 @@ def add_commands(sub) -> None:
     p.add_argument("data", nargs="?", help="RSNA-layout folder (train.csv, train_images/ ...)")
     p.add_argument("--synthetic", type=int, metavar="N", help="generate N synthetic studies into OUT/data and train on them")
     p.add_argument("--out", required=True)
-    for name, value in TRAIN_DEFAULTS.items():
-        if name in ("val_every", "patience"):
-            continue
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop at a checkpoint after this long; the same command resumes")
-    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
-    p.add_argument("--ship", action="store_true", help="maintainers: copy the bundle into the package and pin it in the registry")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default=None)
+    add_training_arguments(p, TRAIN_DEFAULTS)
     p.set_defaults(func=cmd_train)
 
     p = cmds.add_parser("evaluate", help="challenge score, confusion matrices, and the score with each series removed")
