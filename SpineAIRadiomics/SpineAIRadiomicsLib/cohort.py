@@ -3,8 +3,9 @@ next case not yet reviewed, load its image with its current mask (a stored segme
 manifest's mask file) and seed point, and save the reviewed segmentation and label back.
 
 The database does the bookkeeping (``spineai.cohort.CohortDB``); CohortAnnotationLogic only turns
-its cases into MRML nodes and back, CohortAnnotationPanel is the panel's "Cohort annotation" section. A saved segmentation replaces the case's mask, so the next
-``spineai cohort`` run recomputes that case's features and predictions, and no other case's.
+its cases into MRML nodes and back, CohortAnnotationPanel is the panel's "Cohort annotation"
+section. A saved segmentation replaces the case's mask, so the next ``spineai cohort`` run
+recomputes that case's features and predictions, and no other case's.
 """
 
 from __future__ import annotations

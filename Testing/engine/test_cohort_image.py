@@ -14,8 +14,12 @@ from spineai.cohort import CohortDB, read_manifest
 from spineai.cohort.synthetic import write_synthetic_cohort
 from spineai.image import read_volume
 
-pytest.importorskip("torch", reason="the image classifier needs torch (not installed on this Python)")
-pytest.importorskip("monai", reason="the image classifier needs MONAI (not installed on this Python)")
+
+
+@pytest.fixture
+def image_model_packages():
+    pytest.importorskip("torch", reason="the image classifier needs torch (not installed on this Python)")
+    pytest.importorskip("monai", reason="the image classifier needs MONAI (not installed on this Python)")
 
 
 def _runs(db):
@@ -23,7 +27,7 @@ def _runs(db):
         return con.execute("SELECT steps, cases_done, cases_failed FROM runs ORDER BY run_id").fetchall()
 
 
-def test_classify_image_step_stores_provenance_resumes_and_follows_a_reviewed_mask(tmp_path):
+def test_classify_image_step_stores_provenance_resumes_and_follows_a_reviewed_mask(tmp_path, image_model_packages):
     from spineai.imaging.lesion import DEFAULT_MODEL, classify_lesion, load_image_model
 
     manifest = write_synthetic_cohort(tmp_path / "c", 2, seed=3)  # case000: seed only, case001: a mask file
@@ -72,7 +76,7 @@ def test_classify_image_step_stores_provenance_resumes_and_follows_a_reviewed_ma
     assert redone == pytest.approx(direct, abs=1e-6)
 
 
-def test_a_seed_outside_the_image_fails_only_its_case(tmp_path):
+def test_a_seed_outside_the_image_fails_only_its_case(tmp_path, image_model_packages):
     manifest = write_synthetic_cohort(tmp_path / "c", 2, seed=3, masks="none")
     text = manifest.read_text().splitlines()
     header, row = text[0].split(","), text[1].split(",")

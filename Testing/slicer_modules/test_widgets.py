@@ -261,7 +261,8 @@ def test_cohort_section_opens_steps_segments_and_saves_back(module_files, scene,
     assert ui.cohortCountsLabel.text == "2 to do, 0 segmented, 1 reviewed"
     with CohortDB(cohort_database) as db:
         row = db.case_row("case000")
-        assert (row["annotation_status"], row["reviewer"], row["annotation_label"]) == ("reviewed", "Dr Reviewer", "MET")
+        assert (row["annotation_status"], row["reviewer"], row["annotation_label"]) == \
+            ("reviewed", "Dr Reviewer", "MET")
         assert np.array_equal(db.mask("case000"), expected)
     # the saved case's loaded nodes left the scene; the segmentation the user made stays
     assert not scene.IsNodePresent(volume) and scene.IsNodePresent(segmentation)

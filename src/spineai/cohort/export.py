@@ -57,7 +57,8 @@ def cohort_rows(db: CohortDB, steps: Sequence[str], case_ids: Sequence[str] | No
             p = db.prediction(cid, step) if step in steps else None
             if p is None:
                 continue
-            row[prefix + "model"] = f"{p['model_id']} {p['model_version']}" + (" (DEMONSTRATION)" if p["demonstration"] else "")
+            demonstration = " (DEMONSTRATION)" if p["demonstration"] else ""
+            row[prefix + "model"] = f"{p['model_id']} {p['model_version']}{demonstration}"
             row[prefix + "predicted_class"] = p["predicted_class"]
             if p["in_distribution"] is not None:
                 row[prefix + "in_distribution"] = p["in_distribution"]
