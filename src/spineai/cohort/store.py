@@ -93,6 +93,11 @@ class CohortDB:
         self.path = Path(path)
         try:
             self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:  # someone else's database: add nothing to it
+                self.db.close()
+                raise SpineAIError(f"{self.path} is an SQLite database but not a SpineAI cohort database (it has "
+                                   f"no meta table): choose another --db; it was left unchanged")
             # Write-ahead log: one fsync per committed case instead of three, and Slicer can read
             # while a run writes. It needs a local disk (not NFS / SMB) for the database itself.
             self.db.execute("PRAGMA journal_mode=WAL")
