@@ -38,6 +38,7 @@ _addSourceCheckoutPaths()
 
 from spineai import RESEARCH_USE_NOTICE  # noqa: E402
 from spineai.errors import SpineAIError  # noqa: E402
+from SpineAIRadiomicsLib.cohort import CohortAnnotationPanel  # noqa: E402
 from SpineAIRadiomicsLib.logic import RadiomicsLogic  # noqa: E402
 
 
@@ -139,11 +140,13 @@ class SpineAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer.connect("timeout()", self._poll)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.cohortPanel = CohortAnnotationPanel(self)
         self.initializeParameterNode()
 
     def cleanup(self):
         self.onCancel()
         self.removeObservers()
+        self.cohortPanel.logic.close()
 
     def enter(self):
         self.initializeParameterNode()
@@ -156,6 +159,7 @@ class SpineAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event):
         self.onCancel()
+        self.cohortPanel.logic.forgetCase()  # its nodes go with the scene
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -195,6 +199,7 @@ class SpineAIRadiomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                             and corrections and not useExisting and not busy)
         self.ui.lesionPointsSelector.enabled = not useExisting
         self.ui.inputSegmentationSelector.enabled = useExisting
+        self.cohortPanel.updateButtons(busy)
 
     # ---- status ------------------------------------------------------------------------------
     def _status(self, text, error=False):

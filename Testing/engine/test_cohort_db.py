@@ -292,3 +292,14 @@ def test_cohort_needs_a_database_or_an_output(cohort, capsys):
     assert "give --db RESULTS.sqlite" in capsys.readouterr().err
     assert main(["cohort", str(cohort), "--db", "x.sqlite", "--steps", "segment,grade"]) == 2
     assert "unknown step(s) grade: choose from segment, features, classify" in capsys.readouterr().err
+
+
+def test_another_programs_sqlite_database_is_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "hospital.sqlite"
+    with sqlite3.connect(str(path)) as con:
+        con.execute("CREATE TABLE patients (id TEXT)")
+    before = path.read_bytes()
+    with pytest.raises(SpineAIError, match="is an SQLite database but not a SpineAI cohort database"):
+        CohortDB(path)
+    assert path.read_bytes() == before
+    assert _q(path, "SELECT name FROM sqlite_master WHERE type = 'table'") == [("patients",)]

@@ -278,6 +278,9 @@ class FakeApplication(FakeWidget):
     def topLevelWidgets(self):
         return []  # no main window: status-bar messages and dialogs have nowhere to go
 
+    def layoutManager(self):
+        return None  # no main window: no views to fit (slicer.util checks for None)
+
 
 # ---- loading ---------------------------------------------------------------------------------
 

@@ -200,3 +200,88 @@ def test_classify_and_lumbar_panels_set_up_enter_and_exit(module_files, scene, m
     lumbar.ui.detectButton.emit("clicked", True)  # the name "sag T2" says what the series is
     assert lumbar._parameterNode.sagittalT2 is sagittal and lumbar.ui.gradeButton.enabled
     assert "detected 1 of 3 series from their descriptions: sag T2" in lumbar.ui.statusLabel.text
+
+
+@pytest.fixture
+def cohort_database(tmp_path):
+    """A 3-case generated cohort registered in a database (no step run yet: every case to do)."""
+    from spineai.cohort import CohortDB, read_manifest
+    from spineai.cohort.synthetic import write_synthetic_cohort
+
+    manifest = write_synthetic_cohort(tmp_path / "cohort", 3, seed=6)
+    path = tmp_path / "cohort.sqlite"
+    with CohortDB(path) as db:
+        db.register(read_manifest(manifest))
+    return path
+
+
+def test_cohort_section_opens_steps_segments_and_saves_back(module_files, scene, make_widget, cohort_database):
+    import qt
+    import numpy as np
+
+    from spineai.cohort import CohortDB
+
+    widget = make_widget(module_files("SpineAIRadiomics"), "SpineAIRadiomics")
+    p, ui = widget._parameterNode, widget.ui
+    assert not ui.cohortNextButton.enabled and not ui.cohortSaveButton.enabled
+    ui.cohortPathLineEdit.currentPath = ""
+    ui.cohortOpenButton.emit("clicked", True)
+    assert "choose a cohort database" in ui.statusLabel.text and not ui.cohortNextButton.enabled
+    ui.cohortPathLineEdit.currentPath = str(cohort_database.with_name("absent.sqlite"))
+    ui.cohortOpenButton.emit("clicked", True)
+    assert "no cohort database at" in ui.statusLabel.text and ui.cohortCountsLabel.text == "No cohort open."
+
+    ui.cohortPathLineEdit.currentPath = str(cohort_database)
+    ui.cohortOpenButton.emit("clicked", True)
+    assert ui.cohortCountsLabel.text == "3 to do, 0 segmented, 0 reviewed"
+    assert ui.cohortNextButton.enabled and not ui.cohortSaveButton.enabled
+
+    ui.cohortNextButton.emit("clicked", True)
+    volume = p.inputVolume
+    assert volume.GetName() == "case000" and ui.inputVolumeSelector.currentNode() is volume
+    assert p.lesionPoints.GetNumberOfControlPoints() == 1 and p.outputSegmentation is None  # no mask yet
+    assert ui.cohortLabelLineEdit.text == "SD"  # the manifest's label, for the reviewer to confirm
+    assert "loaded case case000 (patient P000, to do): no segmentation yet" in ui.statusLabel.text
+    assert ui.cohortSaveButton.enabled and ui.segmentButton.enabled
+
+    ui.cohortReviewerLineEdit.text = ""
+    ui.cohortSaveButton.emit("clicked", True)
+    assert "a reviewed case needs the reviewer's name" in ui.statusLabel.text
+    ui.segmentButton.emit("clicked", True)  # the panel's own Segment, on the cohort case
+    assert not ui.cohortSaveButton.enabled and not ui.cohortNextButton.enabled  # not while a job runs
+    _run_timer(widget)
+    segmentation = p.outputSegmentation
+    assert segmentation is not None, ui.statusLabel.text
+    expected = mrml.mask_from_segment(segmentation, mrml.segment_ids(segmentation)[0], widget.cohortPanel.logic.volume)
+    assert expected.any()
+    ui.cohortLabelLineEdit.text, ui.cohortReviewerLineEdit.text = "MET", " Dr Reviewer "
+    ui.cohortSaveButton.emit("clicked", True)
+    assert "saved case case000 as reviewed by Dr Reviewer; loaded case case001 (patient P000, to do): its " \
+           "segmentation" in ui.statusLabel.text
+    assert ui.cohortCountsLabel.text == "2 to do, 0 segmented, 1 reviewed"
+    with CohortDB(cohort_database) as db:
+        row = db.case_row("case000")
+        assert (row["annotation_status"], row["reviewer"], row["annotation_label"]) == \
+            ("reviewed", "Dr Reviewer", "MET")
+        assert np.array_equal(db.mask("case000"), expected)
+    # the saved case's loaded nodes left the scene; the segmentation the user made stays
+    assert not scene.IsNodePresent(volume) and scene.IsNodePresent(segmentation)
+    assert p.inputVolume.GetName() == "case001" and p.outputSegmentation.GetName() == "case001 segmentation"
+    assert qt.QSettings().value("SpineAI/cohortReviewer") == "Dr Reviewer"
+
+    # case001 keeps its loaded mask; case002's image is gone: an error on the status line, nothing added
+    with CohortDB(cohort_database) as db:
+        image = db.case_row("case002")["image"]
+    import os
+
+    os.remove(image)
+    ui.cohortSaveButton.emit("clicked", True)
+    nodes = scene_snapshot(scene)
+    assert "saved case case001 as reviewed by Dr Reviewer; case case002: " in ui.statusLabel.text
+    assert "#b00020" in ui.statusLabel.text  # shown as an error
+    assert ui.cohortCountsLabel.text == "1 to do, 0 segmented, 2 reviewed"
+    assert not ui.cohortSaveButton.enabled and ui.cohortNextButton.enabled
+    ui.cohortNextButton.emit("clicked", True)  # only case002 is left: it fails again, nothing added
+    assert "case case002: " in ui.statusLabel.text and scene_snapshot(scene) == nodes
+    with CohortDB(cohort_database) as db:
+        assert db.case_row("case001")["annotation_label"] == "MET" and db.mask("case001").any()

@@ -196,7 +196,8 @@ def cmd_cohort(args) -> int:
                 print(f"resuming: {done} of {len(cases)} cases were finished by an earlier run ({db_path.name})")
 
         summary = run_cohort(db, cases, steps, args.params, args.model, args.workers, args.dask,
-                             TextProgress("cohort", eta=True), started, manifest=str(args.manifest))
+                             TextProgress("cohort", eta=True), started, manifest=str(args.manifest),
+                             image_model=args.image_model)
         for cid, step, message in summary.failed:
             print(f"{'skipped' if args.skip_failures else 'failed'} {cid}: {message}" +
                   ("" if step == "features" else f" (step {step})"), file=sys.stderr)
@@ -401,7 +402,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                    "the SQLite database (--db), case by case: a rerun resumes; --out exports one "
                                    "row per finished case (.csv, or .parquet with pyarrow).")
     p.add_argument("manifest")
-    p.add_argument("--steps", default="features", help="comma-separated: segment, features, classify (default features)")
+    p.add_argument("--steps", default="features",
+                   help="comma-separated: segment, features, classify, classify-image (default features)")
     p.add_argument("--db", help="cohort database (SQLite) to create or resume; without it, --out keeps its progress "
                                 "in OUT.progress.sqlite until the export succeeds")
     p.add_argument("--out", help="table to export: .csv or .parquet, one row per case that finished every step")
@@ -410,6 +412,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--dask", metavar="tcp://HOST:PORT", help="run on this dask.distributed scheduler instead")
     p.add_argument("--params", default=DEFAULT_PARAMETER_SET)
     p.add_argument("--model", help="classify: model bundle (path or registry id; default the demonstration model)")
+    p.add_argument("--image-model", help="classify-image: lesion image model (path or registry id; default the "
+                                         "demonstration model spineai-lesion-demo)")
     p.add_argument("--label-column", default="diagnosis", help="the manifest's class label column (default diagnosis)")
     p.add_argument("--skip-failures", action="store_true",
                    help="export without the failing cases and exit 0 (they are recorded with their errors either way)")

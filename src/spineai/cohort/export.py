@@ -12,20 +12,22 @@ from spineai.errors import SpineAIError
 from spineai.cohort.store import CohortDB
 
 FORMATS = (".csv", ".parquet")
+PREDICTION_COLUMNS = {"classify": "", "classify-image": "image_"}  # step -> column prefix
 
 
 def cohort_rows(db: CohortDB, steps: Sequence[str], case_ids: Sequence[str] | None = None,
                 label_column: str = "diagnosis") -> tuple[list[str], list[dict]]:
     """(columns, rows) of the cases whose requested ``steps`` are all done, in manifest order:
     ``id``, ``patient_id`` and the label / clinical / annotation columns when the cohort has them,
-    the features, the prediction (model, class, probabilities, in-distribution), then ``prov_``
+    the features, the prediction (model, class, probabilities, in-distribution), the image model's
+    (``image_model``, ``image_predicted_class``, ``image_p_<class>``), then ``prov_``
     provenance columns, as ``spineai features`` writes them."""
     from spineai.radiomics import ID_COLUMN, PROVENANCE_PREFIX
 
     ids = list(case_ids) if case_ids is not None else db.case_ids()
     state = db.steps()
     masks = db.mask_info()
-    rows, clinical_cols, feature_cols, prov_cols, class_cols = [], [], [], [], []
+    rows, clinical_cols, feature_cols, prov_cols, class_cols = [], [], [], [], {}
     optional = {"patient_id": False, label_column: False, "annotation": False}
     for cid in ids:
         case = db.case_row(cid)
@@ -51,22 +53,28 @@ def cohort_rows(db: CohortDB, steps: Sequence[str], case_ids: Sequence[str] | No
                 key = PROVENANCE_PREFIX + k
                 prov_cols += [key] if key not in prov_cols else []
                 row[key] = v if isinstance(v, str) or v is None else json.dumps(v)  # as spineai features writes it
-        p = db.db.execute("SELECT model_id, model_version, predicted_class, probabilities, in_distribution, "
-                          "demonstration FROM predictions WHERE case_id = ?", (cid,)).fetchone()
-        if p is not None and "classify" in steps:
-            probs = json.loads(p[3])
-            row.update(model=f"{p[0]} {p[1]}" + (" (DEMONSTRATION)" if p[5] else ""), predicted_class=p[2],
-                       in_distribution=bool(p[4]))
-            for c, v in probs.items():
-                class_cols += [f"p_{c}"] if f"p_{c}" not in class_cols else []
-                row[f"p_{c}"] = v
+        for step, prefix in PREDICTION_COLUMNS.items():
+            p = db.prediction(cid, step) if step in steps else None
+            if p is None:
+                continue
+            demonstration = " (DEMONSTRATION)" if p["demonstration"] else ""
+            row[prefix + "model"] = f"{p['model_id']} {p['model_version']}{demonstration}"
+            row[prefix + "predicted_class"] = p["predicted_class"]
+            if p["in_distribution"] is not None:
+                row[prefix + "in_distribution"] = p["in_distribution"]
+            names = class_cols.setdefault(step, [])
+            for c, v in p["probabilities"].items():
+                names += [f"{prefix}p_{c}"] if f"{prefix}p_{c}" not in names else []
+                row[f"{prefix}p_{c}"] = v
         rows.append(row)
     columns = [ID_COLUMN] + [c for c in ("patient_id", label_column) if optional[c]]
     if optional["annotation"]:
         columns += ["annotation_status", "reviewer", "annotation_label"]
     columns += clinical_cols + feature_cols
-    if class_cols:
-        columns += ["model", "predicted_class"] + class_cols + ["in_distribution"]
+    if "classify" in class_cols:
+        columns += ["model", "predicted_class"] + class_cols["classify"] + ["in_distribution"]
+    if "classify-image" in class_cols:  # the image model has no out-of-distribution check
+        columns += ["image_model", "image_predicted_class"] + class_cols["classify-image"]
     columns += prov_cols
     return columns, rows
 

@@ -29,7 +29,8 @@ class RunSummary:
 
 
 def plan(db: CohortDB, cases: Sequence[CohortCase], steps: Sequence[str], params: str, params_sha256: str,
-         model: str | None, model_sha256: str | None) -> tuple[list[dict], int]:
+         model: str | None, model_sha256: str | None, image_model: str | None = None,
+         image_model_sha256: str | None = None) -> tuple[list[dict], int]:
     """The tasks still to run (``(tasks, number of cases already complete)``): for each case, the
     requested steps whose stored input key differs or that are not done, and what they read from
     earlier steps."""
@@ -48,6 +49,8 @@ def plan(db: CohortDB, cases: Sequence[CohortCase], steps: Sequence[str], params
             mask_key = ("segment", keys["segment"])
         keys["features"] = key_of("features", image, file_stamp(image), mask_key, params_sha256)
         keys["classify"] = key_of("classify", keys["features"], model, model_sha256)
+        keys["classify-image"] = key_of("classify-image", image, file_stamp(image), mask_key, c.seed, image_model,
+                                        image_model_sha256)
         wanted = [s for s in steps if not (s == "segment" and (annotated or c.mask is not None))]
         pending = [s for s in wanted if state.get((c.id, s)) != ("done", keys[s])]
         if not pending:
@@ -56,8 +59,8 @@ def plan(db: CohortDB, cases: Sequence[CohortCase], steps: Sequence[str], params
         pending = wanted[wanted.index(pending[0]):]  # a redone step redoes what follows it
         task = {"id": c.id, "image": image, "mask": str(c.mask) if c.mask else None, "label": c.label,
                 "seed": list(c.seed) if c.seed else None, "steps": pending, "keys": keys, "params": params,
-                "params_sha256": params_sha256, "model": model}
-        if pending[0] == "features" and mask_key[0] != "file":
+                "params_sha256": params_sha256, "model": model, "image_model": image_model}
+        if pending[0] != "segment" and mask_key[0] != "file" and {"features", "classify-image"} & set(pending):
             task["stored_mask"] = db.mask_record(c.id)
             if task["stored_mask"] is None:
                 task.pop("stored_mask")
@@ -77,13 +80,14 @@ def default_workers() -> int:
 def run_cohort(db: CohortDB, cases: Sequence[CohortCase], steps: Sequence[str], params: str | None = None,
                model: str | None = None, workers: int | None = None, dask: str | None = None,
                progress: ProgressCallback | None = None, on_start: Callable[[int, int], None] | None = None,
-               manifest: str | None = None) -> RunSummary:
+               manifest: str | None = None, image_model: str | None = None) -> RunSummary:
     """Run ``steps`` for every case not yet done and record each in ``db``.
 
     ``workers``: local worker processes (default: the CPU cores this process may use; 1 runs the
     cases in this process). ``dask``: a ``dask.distributed`` scheduler address (``tcp://host:8786``)
     instead; its workers need SpineAI installed and the manifest's paths readable at the same names.
-    ``on_start(to_run, already_done)`` is called once the plan is known."""
+    ``on_start(to_run, already_done)`` is called once the plan is known. ``image_model``: the lesion
+    image model of the classify-image step (default the shipped demonstration model)."""
     from spineai.radiomics import DEFAULT_PARAMETER_SET, load_parameters
 
     steps = [s for s in STEPS if s in steps]
@@ -97,9 +101,19 @@ def run_cohort(db: CohortDB, cases: Sequence[CohortCase], steps: Sequence[str], 
             raise SpineAIError("the classify step needs a model: --model ID_OR_PATH")
         b = bundle(model)  # a missing or damaged bundle fails before any case
         model_sha256 = b.sha256 or key_of(b.id, b.version)
+    image_model_sha256 = None
+    if "classify-image" in steps:
+        from spineai.imaging.lesion import DEFAULT_MODEL, load_image_model
+
+        image_model = image_model or DEFAULT_MODEL
+        # a missing or damaged bundle (or no torch) fails before any case; on the CPU, so that
+        # forked workers never inherit a started CUDA context
+        b = load_image_model(image_model, "cpu")
+        image_model_sha256 = b.sha256 or key_of(b.card.get("id"), b.card.get("version"))
     t0 = time.perf_counter()
     db.register(cases)
-    tasks, complete = plan(db, cases, steps, params, params_sha256, model, model_sha256)
+    tasks, complete = plan(db, cases, steps, params, params_sha256, model, model_sha256, image_model,
+                           image_model_sha256)
     summary = RunSummary(len(cases), already_done=complete, db_seconds=time.perf_counter() - t0)
     workers = max(1, int(workers or default_workers()))
     summary.workers = workers
@@ -107,7 +121,8 @@ def run_cohort(db: CohortDB, cases: Sequence[CohortCase], steps: Sequence[str], 
     if on_start is not None:
         on_start(len(tasks), complete)
     run_id = db.start_run(steps=steps, executor=summary.executor if not dask else f"dask {dask}", workers=workers,
-                          manifest=manifest, parameter_set=params, model=model)
+                          manifest=manifest, parameter_set=params,
+                          model=", ".join(m for m in (model, image_model) if m) or None)
 
     def record(result: dict) -> None:
         t = time.perf_counter()

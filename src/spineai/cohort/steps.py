@@ -3,7 +3,9 @@ in a local worker process or on a Dask worker. Only the parent writes the databa
 
 Steps, in order: ``segment`` (the lesion grown from the manifest's seed), ``features`` (the 31
 radiomic features of the mask: a reviewed annotation, else the manifest's mask file, else the
-segment step's), ``classify`` (a radiomic model bundle's probabilities from those features).
+segment step's), ``classify`` (a radiomic model bundle's probabilities from those features),
+``classify-image`` (the lesion image model's probabilities, on a crop centred on that mask, or on the
+seed when the case has no mask).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections import OrderedDict
 
 from spineai.errors import SpineAIError
 
-STEPS = ("segment", "features", "classify")
+STEPS = ("segment", "features", "classify", "classify-image")
 ORDINARY = (SpineAIError, OSError, RuntimeError, ValueError, MemoryError)
 
 # Per worker process: a few volumes (manifests are usually grouped by image), parameter sets, bundles.
@@ -54,7 +56,7 @@ def run_case(task: dict) -> dict:
     from spineai.image import Volume
     from spineai.cohort.store import pack_mask, unpack_mask
 
-    out = {"id": task["id"], "steps": [], "mask": None, "features": None, "prediction": None}
+    out = {"id": task["id"], "steps": [], "mask": None, "features": None, "predictions": {}}
     mask = None
     stored = task.get("stored_mask")
     features = task.get("stored_features")
@@ -75,15 +77,8 @@ def run_case(task: dict) -> dict:
             elif step == "features":
                 from spineai.radiomics import extract_features
 
-                label = task["label"]
-                if mask is not None or stored is not None:
-                    array = mask.array if mask is not None else unpack_mask(stored["shape"], stored["data"])
-                    if array.shape != image.array.shape:
-                        raise SpineAIError(f"the stored mask has shape {array.shape}, the image {image.array.shape}")
-                    mask_volume, label = Volume(array, image.spacing, image.origin, image.direction), 1
-                elif task.get("mask"):
-                    mask_volume = _volume(task["mask"])
-                else:
+                mask_volume, label = _case_mask(task, image, mask, stored)
+                if mask_volume is None:
                     raise SpineAIError("the case has a seed but no mask: add 'segment' to --steps")
                 result = extract_features(image, mask_volume, label, task["params"])
                 features = {"values": {k: float(v) for k, v in result.values.items()},
@@ -95,10 +90,12 @@ def run_case(task: dict) -> dict:
                     raise SpineAIError("classify needs the features: add 'features' to --steps")
                 b = bundle(task["model"])
                 pred = b.predict(features["values"])
-                out["prediction"] = {"model_id": b.id, "model_version": b.version, "model_sha256": b.sha256 or "",
+                out["predictions"][step] = {"model_id": b.id, "model_version": b.version, "model_sha256": b.sha256 or "",
                                      "demonstration": b.is_demonstration, "probabilities": pred.probabilities,
                                      "predicted_class": pred.predicted_class,
                                      "in_distribution": pred.ood.in_distribution, "warnings": pred.warnings}
+            elif step == "classify-image":
+                out["predictions"][step] = _classify_image(task, image, *_case_mask(task, image, mask, stored))
         except Exception as exc:  # noqa: BLE001 - one case's failure, even a bug, must not stop the cohort
             message = str(exc) if isinstance(exc, SpineAIError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, ORDINARY):
@@ -109,3 +106,40 @@ def run_case(task: dict) -> dict:
         out["steps"].append({"step": step, "status": "done", "key": task["keys"][step],
                              "seconds": time.perf_counter() - start, "detail": detail})
     return out
+
+
+def _case_mask(task: dict, image, mask, stored):
+    """``(mask volume, label value)`` of a case: this run's segment step, else the stored mask (a
+    reviewed annotation or an earlier segment step), else the manifest's mask file; ``(None, None)``
+    when it has none."""
+    from spineai.cohort.store import unpack_mask
+    from spineai.image import Volume
+
+    if mask is not None or stored is not None:
+        array = mask.array if mask is not None else unpack_mask(stored["shape"], stored["data"])
+        if array.shape != image.array.shape:
+            raise SpineAIError(f"the stored mask has shape {array.shape}, the image {image.array.shape}")
+        return Volume(array, image.spacing, image.origin, image.direction), 1
+    if task.get("mask"):
+        return _volume(task["mask"]), task["label"]
+    return None, None
+
+
+def _classify_image(task: dict, image, mask_volume, label) -> dict:
+    """The lesion image model on a crop centred on the case's lesion (its mask, else its seed)."""
+    import numpy as np
+
+    from spineai.imaging.lesion import classify_lesion, load_image_model
+
+    if mask_volume is not None:
+        lesion = (np.asarray(mask_volume.array) == label).astype(np.uint8)
+        r = classify_lesion(image, mask=mask_volume.with_array(lesion), model=task["image_model"])
+    elif task.get("seed"):
+        r = classify_lesion(image, seed=task["seed"], model=task["image_model"])
+    else:
+        raise SpineAIError("classify-image needs the lesion: a mask, a seed or the segment step")
+    b = load_image_model(task["image_model"])  # loaded once per process, by classify_lesion
+    card = b.card
+    return {"model_id": card.get("id", ""), "model_version": card.get("version", ""), "model_sha256": b.sha256 or "",
+            "demonstration": r.demonstration, "probabilities": r.probabilities, "predicted_class": r.predicted,
+            "in_distribution": None, "warnings": [r.notice] if r.notice else []}

@@ -25,9 +25,12 @@ from spineai import __version__
 from spineai.errors import SpineAIError
 from spineai.cohort.manifest import CohortCase
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: predictions keyed by (case, step): classify and classify-image
 ANNOTATION_STATUSES = ("to do", "segmented", "reviewed")
 
+PREDICTIONS_TABLE = """CREATE TABLE IF NOT EXISTS predictions (case_id TEXT, step TEXT, model_id TEXT,
+    model_version TEXT, model_sha256 TEXT, demonstration INTEGER, probabilities TEXT, predicted_class TEXT,
+    in_distribution INTEGER, warnings TEXT, PRIMARY KEY (case_id, step))"""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs (run_id INTEGER PRIMARY KEY, started TEXT, finished TEXT, engine_version TEXT,
@@ -42,12 +45,9 @@ CREATE TABLE IF NOT EXISTS masks (case_id TEXT PRIMARY KEY, source TEXT, shape T
     voxels INTEGER, saved_at TEXT);
 CREATE TABLE IF NOT EXISTS features (case_id TEXT PRIMARY KEY, parameter_set TEXT, parameter_sha256 TEXT,
     feature_values TEXT, provenance TEXT);
-CREATE TABLE IF NOT EXISTS predictions (case_id TEXT PRIMARY KEY, model_id TEXT, model_version TEXT,
-    model_sha256 TEXT, demonstration INTEGER, probabilities TEXT, predicted_class TEXT, in_distribution INTEGER,
-    warnings TEXT);
 CREATE TABLE IF NOT EXISTS errors (error_id INTEGER PRIMARY KEY AUTOINCREMENT, case_id TEXT, step TEXT,
     run_id INTEGER, message TEXT, at TEXT, engine_version TEXT);
-"""
+""" + PREDICTIONS_TABLE + ";\n"
 
 
 def now() -> str:
@@ -93,6 +93,11 @@ class CohortDB:
         self.path = Path(path)
         try:
             self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "meta" not in tables:  # someone else's database: add nothing to it
+                self.db.close()
+                raise SpineAIError(f"{self.path} is an SQLite database but not a SpineAI cohort database (it has "
+                                   f"no meta table): choose another --db; it was left unchanged")
             # Write-ahead log: one fsync per committed case instead of three, and Slicer can read
             # while a run writes. It needs a local disk (not NFS / SMB) for the database itself.
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -102,7 +107,9 @@ class CohortDB:
         except sqlite3.DatabaseError as exc:
             raise SpineAIError(f"{self.path} is not a SpineAI cohort database or is damaged ({exc}): choose another "
                                f"--db, or delete it to start again") from None
-        if row is None:
+        if row is not None and row[0] == "1":
+            self._migrate_from_1()
+        elif row is None:
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('created', ?)", (now(),))
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('created_by', ?)", (f"spineai {__version__}",))
@@ -110,6 +117,19 @@ class CohortDB:
             self.close()
             raise SpineAIError(f"{self.path} has cohort database schema {row[0]}; this SpineAI reads schema "
                                f"{SCHEMA_VERSION}: use the SpineAI version that made it")
+
+    def _migrate_from_1(self) -> None:
+        # Schema 1 kept one prediction per case (the classify step's): re-key it by step, keep every row.
+        columns = [r[1] for r in self.db.execute("PRAGMA table_info(predictions)")]
+        with self.transaction():
+            if "step" not in columns:
+                self.db.execute("ALTER TABLE predictions RENAME TO predictions_schema1")
+                self.db.execute(PREDICTIONS_TABLE)
+                self.db.execute("INSERT INTO predictions SELECT case_id, 'classify', model_id, model_version, "
+                                "model_sha256, demonstration, probabilities, predicted_class, in_distribution, "
+                                "warnings FROM predictions_schema1")
+                self.db.execute("DROP TABLE predictions_schema1")
+            self.db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def __enter__(self):
         return self
@@ -160,6 +180,17 @@ class CohortDB:
         row = self.db.execute("SELECT shape, data FROM masks WHERE case_id = ?", (case_id,)).fetchone()
         return None if row is None else unpack_mask(json.loads(row[0]), row[1])
 
+    def prediction(self, case_id: str, step: str = "classify") -> dict | None:
+        """A case's stored prediction from ``step`` (classify or classify-image), or None."""
+        cur = self.db.execute("SELECT * FROM predictions WHERE case_id = ? AND step = ?", (case_id, step))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        out = dict(zip([d[0] for d in cur.description], row))
+        out.update(probabilities=json.loads(out["probabilities"]), warnings=json.loads(out["warnings"]),
+                   demonstration=bool(out["demonstration"]), in_distribution=_flag(out["in_distribution"], bool))
+        return out
+
     def mask_record(self, case_id: str) -> dict | None:
         row = self.db.execute("SELECT shape, data FROM masks WHERE case_id = ?", (case_id,)).fetchone()
         return None if row is None else {"shape": json.loads(row[0]), "data": row[1]}
@@ -196,12 +227,11 @@ class CohortDB:
                 self.db.execute("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?)",
                                 (cid, f["parameter_set"], f["parameter_sha256"], json.dumps(f["values"]),
                                  json.dumps(f["provenance"], default=_plain)))
-            if result.get("prediction") is not None:
-                p = result["prediction"]
-                self.db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                (cid, p["model_id"], p["model_version"], p["model_sha256"], int(p["demonstration"]),
-                                 json.dumps(p["probabilities"]), p["predicted_class"], int(p["in_distribution"]),
-                                 json.dumps(p["warnings"])))
+            for step, p in (result.get("predictions") or {}).items():
+                self.db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                (cid, step, p["model_id"], p["model_version"], p["model_sha256"],
+                                 int(p["demonstration"]), json.dumps(p["probabilities"]), p["predicted_class"],
+                                 _flag(p["in_distribution"]), json.dumps(p["warnings"])))
             for s in result["steps"]:
                 self.db.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                 (cid, s["step"], s["status"], s["key"], __version__, run_id, s["seconds"], at,
@@ -260,6 +290,11 @@ class _Transaction:
     def __exit__(self, kind, exc, tb):
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
         return False
+
+
+def _flag(value, kind=int):
+    """A yes / no that may be unknown (None: the image model has no out-of-distribution check)."""
+    return None if value is None else kind(value)
 
 
 def _plain(value):
