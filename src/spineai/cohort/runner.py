@@ -162,7 +162,26 @@ def _pool_context():
     return multiprocessing.get_context("spawn")
 
 
-def _worker_init() -> None:
+def _limit_threads(n: int) -> None:
+    """A worker's share of the cores: ITK, BLAS / OpenMP and torch size their thread pools to the
+    whole machine, so each of several workers would otherwise run as many threads as there are cores."""
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+    except ImportError:
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:
+        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def _worker_init(threads: int = 1) -> None:
     import signal
 
     from spineai.cohort.lock import close_inherited
@@ -176,13 +195,15 @@ def _worker_init() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
+    _limit_threads(threads)
 
 
 def _run_processes(tasks: list[dict], workers: int, record) -> None:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=_pool_context(),
-                               initializer=_worker_init)
+    n = min(workers, len(tasks))
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=_pool_context(), initializer=_worker_init,
+                               initargs=(max(1, (os.cpu_count() or 1) // n),))
     from concurrent.futures.process import BrokenProcessPool
 
     pending = iter(tasks)
