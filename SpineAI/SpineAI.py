@@ -51,7 +51,8 @@ class SpineAI(ScriptedLoadableModule):
             "shows the class probabilities, the features that weighed most, a banner when the model is a "
             "demonstration or was trained on other feature definitions, and whether the case lies outside "
             "the model's training data. An image model (SD / MET / STB from sagittal MR slices through the lesion, "
-            "given by its segment or a point) runs beside it and shows a Grad-CAM heatmap over the image."
+            "given by its segment or a point) runs beside it and shows a Grad-CAM heatmap over the image. A frontal "
+            "radiograph (one-slice volume) is screened for scoliosis: probability, threshold, Cobb angle, heatmap, markups."
             f"<br><br><b>{RESEARCH_USE_NOTICE}</b>"
         )
         self.parent.acknowledgementText = "Part of the SpineAI extension."
@@ -71,6 +72,8 @@ class SpineAIParameterNode:
     heatmapMethod: Annotated[str, Choice(["gradcam", "gradcam++"])] = "gradcam"
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     heatmapThreshold: Annotated[float, WithinRange(0.0, 1.0)] = 0.2
+    radiographVolume: vtkMRMLScalarVolumeNode
+    radiographModelId: str = ""
 
 
 class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -106,6 +109,9 @@ class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.timer = qt.QTimer()
         self.timer.setInterval(100)
         self.timer.connect("timeout()", self._poll)
+        from SpineAILib.radiograph_panel import RadiographSection
+
+        self.radiograph = RadiographSection(self)  # the "Radiograph (scoliosis screening)" section
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
@@ -146,11 +152,12 @@ class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateButtons()
 
     def _updateButtons(self, caller=None, event=None):
-        p, busy = self._parameterNode, self._operation is not None or self._imageOperation is not None
+        p, busy = self._parameterNode, any(op is not None for op in (self._operation, self._imageOperation, self.radiograph.operation))
         ready = bool(p and p.modelId and (p.inputTable if p.useTable else (p.inputVolume and p.inputSegmentation)))
         self.ui.classifyButton.enabled = ready and self._operation is None
         lesion = bool(p and p.inputVolume and (p.inputSegmentation or (p.inputPoints and p.inputPoints.GetNumberOfControlPoints())))
         self.ui.classifyImageButton.enabled = bool(p and p.imageModelId and lesion and self._imageOperation is None)
+        self.radiograph.updateButtons(p)
         self.ui.cancelButton.enabled = busy
         for name in ("inputVolumeSelector", "inputSegmentationSelector"):
             getattr(self.ui, name).enabled = not (p and p.useTable)
@@ -195,6 +202,7 @@ class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._status(f"model registry unavailable: {exc}", error=True)
         images.setCurrentIndex(max(images.findData(self._parameterNode.imageModelId if self._parameterNode else ""), 0))
         images.blockSignals(False)
+        self.radiograph.fillModels()
 
     def onImageModelChosen(self, index):
         self._parameterNode.imageModelId = self.ui.imageModelComboBox.itemData(index) or ""
@@ -322,7 +330,7 @@ class SpineAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._status(f"classified {len(results)} lesion(s)")
 
     def onCancel(self):
-        if self._operation is not None or self._imageOperation is not None:
+        if self.radiograph.cancel() | (self._operation is not None) | (self._imageOperation is not None):
             for op in (self._operation, self._imageOperation):
                 if op is not None:
                     op.cancel()

@@ -2,9 +2,10 @@
 model's chosen threshold, the decision and the Cobb angle out, with the Grad-CAM map as a heat
 overlay and the spine's centre line and the two end-vertebra lines as markups.
 
-A radiograph is one slice, read by Slicer as a volume (DICOM, PNG, NIfTI). One film takes a fraction
-of a second on a CPU (benchmarks/bench_radiograph.py), so it runs in the main thread. Nothing here
-touches a widget.
+A radiograph is one slice, read by Slicer as a volume (DICOM, PNG, NIfTI). The film is checked in the
+main thread (clear errors naming the node); the model runs in the background through an injected
+runner (``radiograph_task``, as the image classifier does), and only a finished job creates nodes.
+Nothing here touches a widget.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import slicer
 from spineai.errors import SpineAIError
 
 from SpineAICommon import mrml
+from SpineAICommon.jobs import InProcessRunner, new_job_folder, write_job
+from SpineAILib import radiograph_task
 
-HEAT_COLOR_ID = "vtkMRMLPETProceduralColorNodePET-Heat"  # the PET "heat" table of Slicer's Colors module
 CENTRE_LINE_POINTS = 24  # control points of the centre-line curve: enough to follow an S curve
 
 
@@ -60,11 +62,12 @@ def radiograph_model_entries() -> list[tuple[str, str]]:
 
 
 class RadiographLogic:
-    """``scene`` defaults to ``slicer.mrmlScene``."""
+    """``scene`` defaults to ``slicer.mrmlScene``; ``runner`` to running jobs in this process (the
+    widget passes a ``ProcessRunner``, as for the image classifier)."""
 
-    def __init__(self, scene=None):
+    def __init__(self, scene=None, runner=None):
         self._scene = scene
-        self._bundles = {}
+        self.runner = runner or InProcessRunner()
 
     @property
     def scene(self):
@@ -74,35 +77,57 @@ class RadiographLogic:
     def listModels() -> list[tuple[str, str]]:
         return radiograph_model_entries()
 
-    def loadModel(self, modelId: str | None, forceCpu: bool = False):
-        from spineai.imaging.radiograph_classifier import load_radiograph_model
-
-        key = (modelId or "", forceCpu)
-        if key not in self._bundles:  # verified (sha256) once per session
-            self._bundles[key] = load_radiograph_model(modelId or None, "cpu" if forceCpu else None)
-        return self._bundles[key]
-
-    def screenRadiograph(self, volumeNode, modelId: str | None = None, forceCpu: bool = False, method: str = "gradcam"):
-        """(RadiographScreening, heatmap node, centre-line curve node or None, end-vertebra line nodes)."""
+    def startScreening(self, volumeNode, modelId: str | None = None, forceCpu: bool = False, method: str = "gradcam"):
+        """Screen the film in the background; returns the operation to poll. The film is checked
+        here (a 3D volume is refused, naming the node) before any job starts."""
+        from spineai.image import write_volume
         from spineai.imaging.radiograph import radiograph_plane
-        from spineai.imaging.radiograph_classifier import DEMONSTRATION_NOTICE, classify_radiograph
+        from SpineAIRadiomicsLib.logic import Operation
 
         volume = mrml.volume_from_node(volumeNode, "radiograph", single_slice=True)
-        radiograph_plane(volume, f"radiograph '{volumeNode.GetName()}'")  # before loading a model
-        bundle = self.loadModel(modelId, forceCpu)
-        result = classify_radiograph(bundle, volume, method=method)
+        radiograph_plane(volume, f"radiograph '{volumeNode.GetName()}'")
+        folder = new_job_folder()
+        params = {"model": modelId or "", "method": method, "device": "cpu" if forceCpu else "auto"}
+        write_volume(volume, folder / "film.nii")
+        write_job(folder, radiograph_task.TASK, params)
+        job = self.runner.start(radiograph_task.TASK, params, folder)
         name = volumeNode.GetName()
-        heat = mrml.add_volume_node(self.scene, result.heatmap_volume, f"{name} Grad-CAM (scoliosis)")
-        heat.SetAttribute("SpineAI.heatmap", json.dumps({"model": result.model, "heatmap_method": method,
-                                                         "demonstration": result.demonstration}))
-        self.showHeatmap(heat, volumeNode)
+        return Operation("radiograph", job, volumeNode, volume, [name], f"{name} Grad-CAM (scoliosis)",
+                         finish=self._finish)
+
+    def _finish(self, op):
+        from spineai.imaging.cobb import CobbMeasurement
+
+        folder, volume, name = op.job.folder, op.reference, op.names[0]
+        result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        heat = mrml.add_volume_node(self.scene, volume.with_array(np.load(folder / "heatmap.npy", allow_pickle=False)),
+                                    op.source_name)
+        heat.SetAttribute("SpineAI.heatmap", json.dumps({k: result[k] for k in ("model", "heatmap_method", "demonstration")}))
+        self.showHeatmap(heat, op.volume_node)
         curve, lines = None, []
-        if result.cobb is not None:
-            curve, lines = self.addCobbMarkups(volume, result.cobb, name)
-        screening = RadiographScreening(name, result.model, result.probability, result.threshold, result.threshold_rule,
-                                        result.decision, None if result.cobb is None else result.cobb.angle_deg,
-                                        result.cobb_error, [DEMONSTRATION_NOTICE] if result.demonstration else [])
+        if result.get("cobb"):
+            c = result["cobb"]
+            cobb = CobbMeasurement(c["angle_deg"], np.asarray(c["centre_line"]), np.asarray(c["tilts_deg"]),
+                                   c["upper_end"], c["lower_end"], c["strength"])
+            curve, lines = self.addCobbMarkups(volume, cobb, name)
+        screening = RadiographScreening(name, result["model"], result["probability_scoliosis"], result["threshold"],
+                                        result["threshold_rule"], result["scoliosis"],
+                                        result["cobb"]["angle_deg"] if result.get("cobb") else None,
+                                        result.get("cobb_error", ""), [result["notice"]] if result.get("notice") else [])
         return screening, heat, curve, lines
+
+    def finish(self, op):
+        """(RadiographScreening, heatmap node, centre-line curve node or None, end-vertebra line nodes)
+        of a finished job; its error as SpineAIError."""
+        from SpineAIRadiomicsLib.logic import RadiomicsLogic
+
+        return RadiomicsLogic(self.scene).finish(op)
+
+    def screenRadiograph(self, volumeNode, modelId: str | None = None, forceCpu: bool = False, method: str = "gradcam"):
+        """Wait for the result (headless / batch use); returns what ``finish`` returns."""
+        op = self.startScreening(volumeNode, modelId, forceCpu, method)
+        op.job.wait()
+        return self.finish(op)
 
     def addCobbMarkups(self, volume, cobb, name: str):
         """The centre line as a curve and the end vertebrae as two lines, in RAS on the film's plane."""
@@ -130,22 +155,7 @@ class RadiographLogic:
         return curve, lines
 
     def showHeatmap(self, heatNode, backgroundNode, opacity: float = 0.4, lower: float = 0.2) -> None:
-        """The map as every slice view's foreground over the film, in the heat colours, values below
-        ``lower`` transparent."""
-        display = heatNode.GetDisplayNode()
-        if self.scene.GetNodeByID(HEAT_COLOR_ID) is not None:
-            display.SetAndObserveColorNodeID(HEAT_COLOR_ID)
-        display.SetAutoWindowLevel(False)
-        display.SetWindowLevelMinMax(0.0, 1.0)
-        display.SetApplyThreshold(True)
-        display.SetLowerThreshold(lower)
-        display.SetUpperThreshold(1.0)
-        for composite in self._composites():
-            composite.SetBackgroundVolumeID(backgroundNode.GetID())
-            composite.SetForegroundVolumeID(heatNode.GetID())
-            composite.SetForegroundOpacity(opacity)
+        """The map as every slice view's foreground over the film (the image classifier's overlay)."""
+        from SpineAILib.image_logic import ImageClassifyLogic
 
-    def _composites(self):
-        nodes = self.scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-        nodes.UnRegister(None)
-        return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+        ImageClassifyLogic(self.scene).showHeatmap(heatNode, backgroundNode, opacity, lower)

@@ -17,7 +17,8 @@ MODULES = ["SpineAI", "SpineAIRadiomics", "SpineAILumbar"]
 DEFAULTS = {
     "SpineAI": {"useTable": False, "inputVolume": None, "inputSegmentation": None, "inputTable": None,
                 "tableRow": 1, "modelId": "", "forceCpu": False, "inputPoints": None, "imageModelId": "",
-                "heatmapMethod": "gradcam", "heatmapOpacity": 0.5, "heatmapThreshold": 0.2},
+                "heatmapMethod": "gradcam", "heatmapOpacity": 0.5, "heatmapThreshold": 0.2,
+                "radiographVolume": None, "radiographModelId": ""},
     "SpineAIRadiomics": {"inputVolume": None, "lesionPoints": None, "useExistingSegmentation": False,
                          "inputSegmentation": None, "mode": "lesion", "method": "auto", "forceCpu": False,
                          "boundingSegmentation": None, "addPoints": None, "removePoints": None,

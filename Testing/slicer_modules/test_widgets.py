@@ -285,3 +285,67 @@ def test_cohort_section_opens_steps_segments_and_saves_back(module_files, scene,
     assert "case case002: " in ui.statusLabel.text and scene_snapshot(scene) == nodes
     with CohortDB(cohort_database) as db:
         assert db.case_row("case001")["annotation_label"] == "MET" and db.mask("case001").any()
+
+
+def test_radiograph_section_screens_a_film_in_the_background_and_refuses_a_volume(module_files, scene, make_widget,
+                                                                                  phantom_met):
+    pytest.importorskip("torch", reason="the radiograph model needs torch")
+    pytest.importorskip("monai", reason="the radiograph model needs MONAI")
+    from spineai.imaging.radiograph_classifier import DEMONSTRATION_NOTICE, MODEL_ID, MODEL_VERSION
+    from spineai.imaging.radiograph_synth import generate_radiograph
+
+    widget = make_widget(module_files("SpineAI"), "SpineAI")
+    widget.enter()
+    p, ui = widget._parameterNode, widget.ui
+    # the shipped demonstration is the default model
+    assert p.radiographModelId == f"{MODEL_ID}@{MODEL_VERSION}"
+    assert ui.radiographModelComboBox.itemData(ui.radiographModelComboBox.currentIndex) == p.radiographModelId
+    assert not ui.screenButton.enabled  # no film yet
+
+    # a 3D volume is refused with a message, and nothing starts
+    mr = mrml.add_volume_node(scene, phantom_met.image, "sag MR")
+    p.radiographVolume = mr
+    assert ui.radiographVolumeSelector.currentNode() is mr and ui.screenButton.enabled
+    before = scene_snapshot(scene)
+    ui.screenButton.emit("clicked", True)
+    assert "radiograph 'sag MR'" in ui.statusLabel.text and "must be a 2D image" in ui.statusLabel.text
+    assert widget.radiograph.operation is None and not widget.radiograph.timer.isActive()
+    assert scene_snapshot(scene) == before
+
+    # a generated film as a one-slice volume: Screen runs in the background, Cancel is offered
+    film = mrml.add_volume_node(scene, generate_radiograph(30, seed=12).volume(), "film")
+    p.radiographVolume = film
+    p.forceCpu = True
+    ui.screenButton.emit("clicked", True)
+    assert widget.radiograph.timer.isActive() and ui.cancelButton.enabled and not ui.screenButton.enabled
+    _run_timer(widget.radiograph, timeout=600.0)
+    assert ui.screenButton.enabled and not ui.cancelButton.enabled
+    assert "shown over the film; centre line and end-vertebra lines drawn" in ui.statusLabel.text, ui.statusLabel.text
+    assert ui.progressBar.value == ui.progressBar.maximum == 3
+    text = ui.radiographResultTextEdit.plainText
+    assert "DEMONSTRATION" in text and ui.radiographBannerLabel.text == DEMONSTRATION_NOTICE
+    assert ui.radiographBannerLabel.visible
+    assert "P(scoliosis) " in text and "threshold " in text and "Cobb angle " in text and " deg" in text
+    assert text.splitlines()[1].startswith("film: ")
+    heat = scene.GetFirstNodeByName("film Grad-CAM (scoliosis)")
+    assert heat is not None and heat.GetImageData().GetDimensions() == film.GetImageData().GetDimensions()
+    assert scene.GetFirstNodeByName("film spine centre line").IsA("vtkMRMLMarkupsCurveNode")
+    for end in ("upper", "lower"):
+        assert scene.GetFirstNodeByName(f"film {end} end vertebra").GetNumberOfControlPoints() == 2
+
+
+def test_cancel_stops_the_screening_and_adds_nothing(module_files, scene, make_widget):
+    pytest.importorskip("torch", reason="the radiograph model needs torch")
+    from spineai.imaging.radiograph_synth import generate_radiograph
+
+    widget = make_widget(module_files("SpineAI"), "SpineAI")
+    widget.enter()
+    widget._parameterNode.radiographVolume = mrml.add_volume_node(scene, generate_radiograph(0, seed=3).volume(), "film")
+    widget.radiograph.onScreen()
+    folder = widget.radiograph.operation.job.folder
+    before = scene_snapshot(scene)
+    widget.ui.cancelButton.emit("clicked", True)
+    assert widget.radiograph.operation is None and not widget.radiograph.timer.isActive()
+    assert "cancelled: nothing was added to the scene" in widget.ui.statusLabel.text
+    assert widget.ui.screenButton.enabled and not folder.exists()
+    assert scene_snapshot(scene) == before
