@@ -244,6 +244,24 @@ class InProcessRunner:
         return InProcessJob(folder, task, params)
 
 
+class JobLogic:
+    """What every module logic that runs jobs holds: its scene (``slicer.mrmlScene`` unless given;
+    read when used, so a module can set it late) and its job runner (this process unless the widget
+    passes a ``ProcessRunner``)."""
+
+    def __init__(self, scene=None, runner=None):
+        self._scene = scene
+        self.runner = runner or InProcessRunner()
+
+    @property
+    def scene(self):
+        if self._scene is not None:
+            return self._scene
+        import slicer
+
+        return slicer.mrmlScene
+
+
 class ProcessRunner:
     """Runs tasks in a child Python: ``PythonSlicer`` inside Slicer, any interpreter elsewhere."""
 

@@ -18,7 +18,7 @@ import slicer
 from spineai.errors import SpineAIError
 
 from SpineAICommon import mrml
-from SpineAICommon.jobs import InProcessRunner, new_job_folder, write_job
+from SpineAICommon.jobs import JobLogic, new_job_folder, write_job
 from SpineAILib import image_task
 
 HEAT_COLOR_ID = "vtkMRMLPETProceduralColorNodePET-Heat"  # the PET "heat" table Slicer's Colors module adds
@@ -54,17 +54,8 @@ def image_model_entries() -> list[tuple[str, str]]:
     return out
 
 
-class ImageClassifyLogic:
-    """``scene`` defaults to ``slicer.mrmlScene``; ``runner`` to running jobs in this process (the
-    widget passes a ``ProcessRunner``)."""
-
-    def __init__(self, scene=None, runner=None):
-        self._scene = scene
-        self.runner = runner or InProcessRunner()
-
-    @property
-    def scene(self):
-        return self._scene if self._scene is not None else slicer.mrmlScene
+class ImageClassifyLogic(JobLogic):
+    """``scene`` and ``runner``: see ``SpineAICommon.jobs.JobLogic``."""
 
     @staticmethod
     def listModels() -> list[tuple[str, str]]:

@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import slicer
-
 from spineai.errors import SpineAIError
 
 from SpineAICommon import mrml
-from SpineAICommon.jobs import InProcessRunner, new_job_folder, write_job
+from SpineAICommon.jobs import JobLogic, new_job_folder, write_job
 from SpineAILib import radiograph_task
 
 CENTRE_LINE_POINTS = 24  # control points of the centre-line curve: enough to follow an S curve
@@ -61,17 +59,8 @@ def radiograph_model_entries() -> list[tuple[str, str]]:
     return out
 
 
-class RadiographLogic:
-    """``scene`` defaults to ``slicer.mrmlScene``; ``runner`` to running jobs in this process (the
-    widget passes a ``ProcessRunner``, as for the image classifier)."""
-
-    def __init__(self, scene=None, runner=None):
-        self._scene = scene
-        self.runner = runner or InProcessRunner()
-
-    @property
-    def scene(self):
-        return self._scene if self._scene is not None else slicer.mrmlScene
+class RadiographLogic(JobLogic):
+    """``scene`` and ``runner``: see ``SpineAICommon.jobs.JobLogic``."""
 
     @staticmethod
     def listModels() -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ import numpy as np
 from spineai.errors import SpineAIError
 
 from SpineAICommon import mrml
-from SpineAICommon.jobs import InProcessRunner, Job, new_job_folder, write_job
+from SpineAICommon.jobs import JobLogic, Job, new_job_folder, write_job
 
 # role -> (label shown to the user, expected acquisition plane, the engine's role)
 SERIES_ROLES = {
@@ -139,19 +139,8 @@ def results_html(result: dict) -> str:
     return f"{head}<table><tr><th>level</th><th>condition</th>{cells}</tr>{''.join(rows)}</table>"
 
 
-class LumbarLogic:
-    """``scene`` defaults to ``slicer.mrmlScene``; ``runner`` to running jobs in this process (the
-    widget passes a ``ProcessRunner``)."""
-
-    def __init__(self, scene=None, runner=None):
-        self._scene = scene
-        self.runner = runner or InProcessRunner()
-
-    @property
-    def scene(self):
-        import slicer
-
-        return self._scene if self._scene is not None else slicer.mrmlScene
+class LumbarLogic(JobLogic):
+    """``scene`` and ``runner``: see ``SpineAICommon.jobs.JobLogic``."""
 
     # ---- series ----------------------------------------------------------------------------
     def detectRoles(self) -> dict:

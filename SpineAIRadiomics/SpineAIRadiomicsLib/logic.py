@@ -15,13 +15,11 @@ from typing import Callable
 
 import numpy as np
 
-import slicer
-
 from spineai.errors import SpineAIError
 from spineai.image import Volume, seed_to_index
 
 from SpineAICommon import mrml
-from SpineAICommon.jobs import InProcessRunner, Job, new_job_folder, write_job
+from SpineAICommon.jobs import JobLogic, Job, new_job_folder, write_job
 from SpineAIRadiomicsLib import compute
 
 LESION_COLORS = [(0.95, 0.75, 0.1), (0.2, 0.7, 0.95), (0.9, 0.3, 0.3), (0.4, 0.85, 0.4), (0.75, 0.45, 0.9)]
@@ -49,17 +47,8 @@ class Operation:
         self.job.cleanup()
 
 
-class RadiomicsLogic:
-    """``scene`` defaults to ``slicer.mrmlScene`` (read when used, so the module can set it late);
-    ``runner`` to running jobs in this process (the widget passes a ``ProcessRunner``)."""
-
-    def __init__(self, scene=None, runner=None):
-        self._scene = scene
-        self.runner = runner or InProcessRunner()
-
-    @property
-    def scene(self):
-        return self._scene if self._scene is not None else slicer.mrmlScene
+class RadiomicsLogic(JobLogic):
+    """``scene`` and ``runner``: see ``SpineAICommon.jobs.JobLogic``."""
 
     # ---- segment ---------------------------------------------------------------------------
     def startSegmentation(self, volumeNode, pointsNode, mode: str = "lesion", boundingNode=None, method: str = "auto",

@@ -318,7 +318,7 @@ def cmd_train_image_classifier(args) -> int:
     else:
         raise SpineAIError("give DATA (a spine-mr-bodies folder, for the demonstration model) or --manifest CSV")
     if summary["stopped"] == "paused":
-        print(f"paused (--max-minutes): run the same command again to continue")
+        print("paused (--max-minutes): run the same command again to continue")
         return 0
     kind = "DEMONSTRATION bundle" if summary["card"]["demonstration"] else "bundle"
     print(f"{summary['stopped']} (best step {summary['best_step']}); {kind} -> {summary['bundle']}")
