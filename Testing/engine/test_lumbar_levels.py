@@ -46,8 +46,7 @@ def test_name_bodies_counts_up_from_l5_and_drops_what_lies_below():
 
 def test_bodies_from_probabilities_match_the_reference_on_a_2mm_grid():
     """The coarse-to-fine mapping: a perfect 2 mm body / L5 map gives the 1 mm reference discs within 1.5 mm."""
-    import torch
-
+    torch = pytest.importorskip("torch", reason="the probability maps are torch tensors (pip install 'spineai[deep]')")
     from spineai.deep.patches import sample_patch
 
     labels = _box_bodies()
@@ -66,8 +65,7 @@ def test_bodies_from_probabilities_match_the_reference_on_a_2mm_grid():
 
 
 def test_the_body_called_l5_sets_the_names_and_a_body_below_it_is_dropped():
-    import torch
-
+    torch = pytest.importorskip("torch", reason="the probability maps are torch tensors (pip install 'spineai[deep]')")
     from spineai.deep.patches import sample_patch
 
     labels = _box_bodies()
