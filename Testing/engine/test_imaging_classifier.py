@@ -186,3 +186,7 @@ def test_heatmap_localisation_ratio():
     region[:5, :5] = True
     r = C.heatmap_localisation(heat, region)
     assert r["mass_inside"] == 1.0 and r["area_share"] == 0.25 and r["ratio"] == 4.0
+    assert r["peak_inside"] is True
+    heat[8, 8] = 2.0  # the peak outside the region
+    assert C.heatmap_localisation(heat, region)["peak_inside"] is False
+    assert C.heatmap_localisation(np.zeros((10, 10)), region)["peak_inside"] is False  # a flat map points nowhere

@@ -480,7 +480,8 @@ def choose_cam_layer(network, x, regions, method: str = "gradcam", scales: int =
 
 def heatmap_localisation(heatmap: np.ndarray, region: np.ndarray) -> dict:
     """How much of a heatmap's mass lies in ``region`` (a boolean mask on the same grid), against the
-    region's share of the grid: the ratio is 1 for a map that ignores where the region is."""
+    region's share of the grid: the ratio is 1 for a map that ignores where the region is. Also
+    whether the map's peak lies in the region (the "pointing game"; chance = the region's share)."""
     heatmap = np.asarray(heatmap, float)
     region = np.asarray(region, bool)
     if heatmap.shape != region.shape:
@@ -488,4 +489,5 @@ def heatmap_localisation(heatmap: np.ndarray, region: np.ndarray) -> dict:
     total = heatmap.sum()
     share = float(region.mean())
     mass = float(heatmap[region].sum() / total) if total > 0 else 0.0
-    return {"mass_inside": mass, "area_share": share, "ratio": mass / share if share > 0 else float("nan")}
+    return {"mass_inside": mass, "area_share": share, "ratio": mass / share if share > 0 else float("nan"),
+            "peak_inside": bool(total > 0 and region.flat[int(np.argmax(heatmap))])}

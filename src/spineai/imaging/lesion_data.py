@@ -30,6 +30,7 @@ from spineai.errors import SpineAIError
 from spineai.image import Volume, read_volume
 
 CLASSES = ("SD", "MET", "STB")
+SHIFT_MM = (3.0, 15.0, 15.0)  # training crops' random shift (L-R, A-P, S-I): see lesion_crops
 
 
 @dataclass
@@ -236,8 +237,14 @@ def lesion_crops(image: Volume, mask: Optional[Volume], recipe: dict, augmented:
                  centre_lps=None) -> list:
     """(crop (C, ...) float32, lesion region on the crop grid) pairs for one lesion. ``augmented`` = 0:
     one crop at the mask's centroid (or ``centre_lps``, a click); > 0: that many, each centred on the
-    centroid (jittered 2 mm) or on a random lesion voxel, rotated up to 12 deg about L-R (5 deg about
-    each axis) and scaled 0.9-1.1. Without a mask the region is empty (no localisation measure)."""
+    centroid or on a random lesion voxel, then shifted up to 15 mm in the sagittal plane (3 mm L-R),
+    rotated up to 12 deg about L-R (5 deg about each axis) and scaled 0.9-1.1. Without a mask the
+    region is empty (no localisation measure).
+
+    The shift matters: each class's lesion sits at its own place in the anatomy (MET in the posterior
+    body, SD on the disc, STB anterior), so crops always centred on the lesion let a network tell the
+    class from where the canal or the disc lies in the crop, not from the lesion; Grad-CAM showed MET
+    maps on the canal before the shift was added."""
     from scipy.spatial.transform import Rotation
 
     from spineai.deep.patches import sample_patch
@@ -249,10 +256,11 @@ def lesion_crops(image: Volume, mask: Optional[Volume], recipe: dict, augmented:
     m = image.ijk_to_lps_matrix()
     out = []
     for _ in range(max(augmented, 1)):
-        if augmented and len(voxels) and rng.random() < 0.5:
-            c = voxels[rng.integers(len(voxels))][::-1] @ m[:3, :3].T + m[:3, 3]
-        else:
-            c = centre + (rng.normal(0, 2.0, 3) if augmented else 0.0)
+        c = centre
+        if augmented:
+            if len(voxels) and rng.random() < 0.5:
+                c = voxels[rng.integers(len(voxels))][::-1] @ m[:3, :3].T + m[:3, 3]
+            c = c + rng.uniform(-1, 1, 3) * np.array(SHIFT_MM)
         rot = Rotation.from_rotvec(np.deg2rad(rng.uniform(-12, 12)) * np.array([1.0, 0, 0])
                                    + np.deg2rad(rng.uniform(-5, 5, 3))).as_matrix() if augmented else None
         scale = rng.uniform(0.9, 1.1) if augmented else 1.0

@@ -21,7 +21,7 @@ from spineai.errors import SpineAIError
 
 from spineai.imaging.lesion import DEFAULT_MODEL as MODEL_ID, TASK
 
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"
 # Three sagittal slices 5 mm apart through the lesion, 96 x 96 mm (S-I x A-P) at 1.5 mm: two or three
 # vertebral bodies and the tissue in front of them, where each class's pattern lies.
 RECIPE = {"kind": "sagittal-slices", "shape": [64, 64], "spacing_mm": 1.5, "slices": 3, "slice_spacing_mm": 5.0,
@@ -47,7 +47,7 @@ def split_demo_cases(names, seed: int = 0):
 
 def localisation(network, x, y, regions, classes, method: str = "gradcam", layer: Optional[str] = None) -> dict:
     """Grad-CAM mass inside the lesion against the lesion's share of the crop, per class (mean over
-    lesions; ratio > 1 means the map favours the lesion)."""
+    lesions; ratio > 1 means the map favours the lesion), and how often the map's peak is in the lesion."""
     import torch
 
     from spineai.deep.cam import explain
@@ -64,7 +64,8 @@ def localisation(network, x, y, regions, classes, method: str = "gradcam", layer
             out[name] = {"lesions": len(sel), "mass_inside": round(float(np.mean([r["mass_inside"] for r in sel])), 3),
                          "area_share": round(float(np.mean([r["area_share"] for r in sel])), 3),
                          "ratio_mean": round(float(np.mean([r["ratio"] for r in sel])), 2),
-                         "ratio_median": round(float(np.median([r["ratio"] for r in sel])), 2)}
+                         "ratio_median": round(float(np.median([r["ratio"] for r in sel])), 2),
+                         "peak_inside_rate": round(float(np.mean([r["peak_inside"] for r in sel])), 3)}
     return out
 
 
@@ -81,7 +82,7 @@ def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS
                      device: Optional[str] = None, resume: bool = True, progress=None, command: str = "",
                      n_boot: int = 2000, init_weights: Optional[str] = None, freeze_steps: int = 0) -> dict:
     """Generate (or reuse, from ``out/lesions-*.npz``) the lesion crops, train, test, bundle."""
-    from spineai.imaging.lesion_data import CLASSES
+    from spineai.imaging.lesion_data import CLASSES, SHIFT_MM
     from spineai.segment.body_training import DATA_CITATIONS, case_names
 
     gen_seconds = 0.0
@@ -93,7 +94,8 @@ def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS
                                        ("validation", val_names, 2, 0, seed + 1),
                                        ("test", test_names, per_class, 0, seed + 2)):
         cache = out / f"lesions-{part}.npz"
-        key = json.dumps({"names": names, "per_class": n_per, "augmented": aug, "seed": s, "recipe": RECIPE})
+        key = json.dumps({"names": names, "per_class": n_per, "augmented": aug, "seed": s, "recipe": RECIPE,
+                          **({"shift_mm": list(SHIFT_MM)} if aug else {})})
         if cache.exists():
             with np.load(cache, allow_pickle=False) as z:
                 if str(z["key"]) == key and "seconds" in z:
@@ -117,7 +119,9 @@ def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS
             "data": "generated SD / MET / STB lesions (spineai.imaging.lesion_data) inside the real vertebral bodies of "
                     "spine-mr-bodies (63 healthy lumbar MR volumes, T2 and water-fat)",
             "citations": DATA_CITATIONS, "split": "by source case, seeded, each source in every part",
-            "augmentation": ["crop centre: centroid or any lesion voxel (a click)", "rotation up to 12 deg (sagittal)",
+            "augmentation": ["crop centre: centroid or any lesion voxel (a click), shifted up to "
+                             f"{SHIFT_MM[1]:g} mm in the sagittal plane and {SHIFT_MM[0]:g} mm L-R (so that where the "
+                             "anatomy lies in the crop does not tell the class)", "rotation up to 12 deg (sagittal)",
                              "scale 0.9-1.1", "rotation 10 deg and scale 0.9-1.1 on half the crops", "MONAI gamma 0.7-1.5",
                              "MONAI Gaussian noise"]},
         "what_generated_lesions_teach": HONEST,
