@@ -220,3 +220,24 @@ def test_ship_pins_the_bundle_and_refuses_an_oversize_one_keeping_what_is_there(
         bundles.ship_torch_bundle(src, lambda card: "too big", models, registry)
     assert (models / "tiny-1.0.0.zip").read_bytes() == before
     assert sorted(p.name for p in models.iterdir()) == ["registry.json", "tiny-1.0.0.zip"]
+
+
+def test_training_commands_end_alike(capsys):
+    from spineai.deep.training import report_training
+
+    assert report_training({"stopped": "paused", "steps": 7}, ship=lambda b: pytest.fail("a paused run ships nothing")) == 0
+    assert "paused at step 7 (--max-minutes): run the same command again" in capsys.readouterr().out
+    shipped = []
+
+    def ship(bundle):
+        shipped.append(bundle)
+        return {"id": "m", "version": "1.2.0", "url": "m-1.2.0.zip", "sha256": "ab" * 32}
+
+    done = {"stopped": "finished", "steps": 300, "best_step": 250, "bundle": "run/model", "report": ["dice 0.9"]}
+    assert report_training(done, ship, kind="DEMONSTRATION bundle") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["finished at step 300 (best step 250); DEMONSTRATION bundle -> run/model", "dice 0.9",
+                   "shipped m 1.2.0 -> resources/models/m-1.2.0.zip (sha256 abababababab...)"]
+    assert shipped == ["run/model"]
+    report_training(done, lines=["other"])
+    assert capsys.readouterr().out.splitlines()[1:] == ["other"]

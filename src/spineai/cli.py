@@ -62,25 +62,15 @@ def cmd_segment(args) -> int:
 
 
 def cmd_train_segmentation(args) -> int:
+    from spineai.deep.training import report_training
     from spineai.progress import TextProgress
-    from spineai.segment.body_training import train_and_bundle
+    from spineai.segment.body_training import ship_bundle, train_and_bundle
 
     summary = train_and_bundle(args.data, args.out, steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr,
                                workers=args.workers,
                                max_minutes=args.max_minutes, device=args.device, resume=not args.restart,
                                progress=TextProgress("train"), command="spineai " + " ".join(sys.argv[1:]))
-    if summary["stopped"] == "paused":
-        print(f"paused at step {summary['steps']} (--max-minutes): run the same command again to continue")
-        return 0
-    print(f"{summary['stopped']} at step {summary['steps']} (best {summary['best_step']}); bundle -> {summary['bundle']}")
-    for line in summary.get("report", []):
-        print(line)
-    if args.ship:
-        from spineai.segment.body_training import ship_bundle
-
-        entry = ship_bundle(summary["bundle"])
-        print(f"shipped {entry['id']} {entry['version']} -> resources/models/{entry['url']} (sha256 {entry['sha256'][:12]}...)")
-    return 0
+    return report_training(summary, ship_bundle if args.ship else None)
 
 
 # ---- lumbar disc levels (issue 14L) ----
@@ -105,22 +95,14 @@ def cmd_lumbar_levels(args) -> int:
 
 
 def cmd_train_lumbar_levels(args) -> int:
+    from spineai.deep.training import report_training
     from spineai.lumbar.levels_training import ship_levels_bundle, train_and_bundle
     from spineai.progress import TextProgress
 
     summary = train_and_bundle(args.data, args.out, steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr,
                                max_minutes=args.max_minutes, device=args.device, resume=not args.restart,
                                progress=TextProgress("train"), command="spineai " + " ".join(sys.argv[1:]))
-    if summary["stopped"] == "paused":
-        print(f"paused at step {summary['steps']} (--max-minutes): run the same command again to continue")
-        return 0
-    print(f"{summary['stopped']} at step {summary['steps']} (best {summary['best_step']}); bundle -> {summary['bundle']}")
-    for line in summary["report"]:
-        print(line)
-    if args.ship:
-        entry = ship_levels_bundle(summary["bundle"])
-        print(f"shipped {entry['id']} {entry['version']} -> resources/models/{entry['url']} (sha256 {entry['sha256'][:12]}...)")
-    return 0
+    return report_training(summary, ship_levels_bundle if args.ship else None)
 
 
 def _add_lumbar_levels_commands(sub, device_choices) -> None:
@@ -300,6 +282,7 @@ def cmd_classify_image(args) -> int:
 
 
 def cmd_train_image_classifier(args) -> int:
+    from spineai.deep.training import report_training
     from spineai.imaging.lesion_training import ship_bundle, train_demo_model
     from spineai.progress import TextProgress
 
@@ -317,17 +300,9 @@ def cmd_train_image_classifier(args) -> int:
         summary = train_demo_model(args.data, args.out, per_class=args.per_class, **common)
     else:
         raise SpineAIError("give DATA (a spine-mr-bodies folder, for the demonstration model) or --manifest CSV")
-    if summary["stopped"] == "paused":
-        print("paused (--max-minutes): run the same command again to continue")
-        return 0
-    kind = "DEMONSTRATION bundle" if summary["card"]["demonstration"] else "bundle"
-    print(f"{summary['stopped']} (best step {summary['best_step']}); {kind} -> {summary['bundle']}")
-    for line in summary["report"]:
-        print(line)
-    if args.ship:
-        entry = ship_bundle(summary["bundle"])
-        print(f"shipped {entry['id']} {entry['version']} -> resources/models/{entry['url']} (sha256 {entry['sha256'][:12]}...)")
-    return 0
+    demonstration = summary["stopped"] != "paused" and summary["card"]["demonstration"]
+    return report_training(summary, ship_bundle if args.ship else None,
+                           kind="DEMONSTRATION bundle" if demonstration else "bundle")
 
 
 # Commands defined here; the classifier commands come from spineai.models (bundles, registry, HTTP),

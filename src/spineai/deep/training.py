@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from spineai.progress import ProgressCallback, report
 
@@ -67,6 +67,27 @@ def add_training_arguments(parser, defaults: dict, names=None) -> None:
     parser.add_argument("--ship", action="store_true",
                         help="maintainers: copy the bundle into the package and pin its sha256 in the bundled registry")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None)
+
+
+def report_training(summary: dict, ship: Optional[Callable] = None, lines: Optional[Sequence[str]] = None,
+                    kind: str = "bundle") -> int:
+    """The end of every training command: say whether it paused or finished and where the bundle is,
+    print its report ``lines`` (default ``summary["report"]``), and with ``ship`` (the model's ship
+    function; given for ``--ship``) put the bundle into the package. Returns the exit code."""
+    if summary["stopped"] == "paused":
+        at = f" at step {summary['steps']}" if "steps" in summary else ""
+        print(f"paused{at} (--max-minutes): run the same command again to continue")
+        return 0
+    at = f" at step {summary['steps']}" if "steps" in summary else ""
+    best = f" (best step {summary['best_step']})" if "best_step" in summary else ""
+    print(f"{summary['stopped']}{at}{best}; {kind} -> {summary['bundle']}")
+    for line in summary.get("report", []) if lines is None else lines:
+        print(line)
+    if ship is not None:
+        entry = ship(summary["bundle"])
+        print(f"shipped {entry['id']} {entry['version']} -> resources/models/{entry['url']} "
+              f"(sha256 {entry['sha256'][:12]}...)")
+    return 0
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:

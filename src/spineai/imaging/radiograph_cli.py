@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from spineai.deep.training import add_training_arguments
+from spineai.deep.training import add_training_arguments, report_training
 
 
 def cmd_train_radiograph(args) -> int:
@@ -21,18 +21,13 @@ def cmd_train_radiograph(args) -> int:
         resume=not args.restart, progress=TextProgress("train-radiograph"),
         command="spineai " + " ".join(sys.argv[1:]))
     if result["stopped"] == "paused":
-        print("paused (--max-minutes): run the same command again to continue")
-        return 0
+        return report_training(result)
     test = result["card"]["metrics"]["test"]
-    print(f"{result['stopped']}; bundle -> {result['bundle']}")
-    print(f"test ({test['n']} films, {test['positives']} scoliosis): AUPRC {_ci(test['auprc'])} "
-          f"(chance {test['auprc']['chance_level']:.3f}), ROC-AUC {_ci(test['roc_auc'])}")
-    for rule, m in test["at_threshold"].items():
-        print(f"  {rule:9s} threshold {m['threshold']:.3f}: precision {_ci(m['precision'])}, recall {_ci(m['recall'])}")
-    if args.ship:
-        entry = ship_bundle(result["bundle"])
-        print(f"shipped {entry['id']} {entry['version']} -> resources/models/{entry['url']} (sha256 {entry['sha256'][:12]}...)")
-    return 0
+    lines = [f"test ({test['n']} films, {test['positives']} scoliosis): AUPRC {_ci(test['auprc'])} "
+             f"(chance {test['auprc']['chance_level']:.3f}), ROC-AUC {_ci(test['roc_auc'])}"]
+    lines += [f"  {rule:9s} threshold {m['threshold']:.3f}: precision {_ci(m['precision'])}, recall {_ci(m['recall'])}"
+              for rule, m in test["at_threshold"].items()]
+    return report_training(result, ship_bundle if args.ship else None, lines)
 
 
 def _ci(m: dict) -> str:

@@ -20,6 +20,7 @@ def cmd_synthesize(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from spineai.deep.training import report_training
     from spineai.lumbar.training import ship, train_lumbar
     from spineai.progress import TextProgress
 
@@ -33,17 +34,8 @@ def cmd_train(args) -> int:
     summary = train_lumbar(data, args.out, steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr,
                            max_minutes=args.max_minutes, device=args.device, resume=not args.restart,
                            progress=TextProgress("train"), command="spineai " + " ".join(sys.argv[1:]))
-    if summary["stopped"] == "paused":
-        print(f"paused at step {summary['steps']} (--max-minutes): run the same command again to continue")
-        return 0
-    print(f"{summary['stopped']} at step {summary['steps']} (best {summary['best_step']}); bundle -> {summary['bundle']}")
-    print("held-out studies, challenge score (lower is better):")
-    for line in summary["report"]:
-        print(line)
-    if args.ship:
-        entry = ship(summary["bundle"])
-        print(f"shipped {entry['id']} {entry['version']} -> resources/models/{entry['url']} (sha256 {entry['sha256'][:12]}...)")
-    return 0
+    lines = ["held-out studies, challenge score (lower is better):", *summary.get("report", [])]
+    return report_training(summary, ship if args.ship else None, lines)
 
 
 def cmd_evaluate(args) -> int:
