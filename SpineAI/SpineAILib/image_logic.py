@@ -45,13 +45,7 @@ def image_model_entries() -> list[tuple[str, str]]:
     from spineai.imaging.lesion import TASK
     from spineai.models import registry
 
-    out = []
-    for e in registry.list_models():
-        if e.get("task") != TASK:
-            continue
-        label = f"{e['id']} {e['version']}" + (" (demonstration)" if e.get("demonstration") else "")
-        out.append((f"{e['id']}@{e['version']}", label))
-    return out
+    return registry.model_choices(TASK, registry.list_models())
 
 
 class ImageClassifyLogic(JobLogic):

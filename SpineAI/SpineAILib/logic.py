@@ -121,15 +121,7 @@ class ClassifyLogic:
 
 
 def registry_entries(registry) -> list[tuple[str, str]]:
-    """(id@version, label) for each model ``spineai.models.registry.list_models()`` knows."""
-    out = []
-    for e in registry.list_models():
-        if e.get("task", "classification") != "classification":  # e.g. the click-segmentation model
-            continue
-        label = f"{e['id']} {e['version']}"
-        if e.get("demonstration"):
-            label += " (demonstration)"
-        if not e.get("available_locally", True):
-            label += " (not installed)"
-        out.append((f"{e['id']}@{e['version']}", label))
-    return out
+    """(id@version, label) for each radiomic classifier ``registry.list_models()`` knows."""
+    from spineai.models.registry import model_choices
+
+    return model_choices("classification", registry.list_models())

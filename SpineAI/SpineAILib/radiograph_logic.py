@@ -51,12 +51,7 @@ def radiograph_model_entries() -> list[tuple[str, str]]:
     from spineai.imaging.radiograph_classifier import TASK
     from spineai.models import registry
 
-    out = []
-    for e in registry.list_models():
-        if e.get("task") == TASK:
-            label = f"{e['id']} {e['version']}" + (" (demonstration)" if e.get("demonstration") else "")
-            out.append((f"{e['id']}@{e['version']}", label))
-    return out
+    return registry.model_choices(TASK, registry.list_models())
 
 
 class RadiographLogic(JobLogic):

@@ -93,6 +93,23 @@ def list_models(registry: str | os.PathLike | None = None) -> list[dict]:
     return out
 
 
+def model_choices(task: str, models: list[dict]) -> list[tuple[str, str]]:
+    """(id@version, label) of the ``models`` (``list_models()`` entries) for ``task``, labelled as a
+    model picker shows them: demonstration models and ones not installed say so. An entry without a
+    task is a radiomic classifier (the registry's first kind)."""
+    out = []
+    for e in models:
+        if e.get("task", "classification") != task:
+            continue
+        label = f"{e['id']} {e['version']}"
+        if e.get("demonstration"):
+            label += " (demonstration)"
+        if not e.get("available_locally", True):
+            label += " (not installed)"
+        out.append((f"{e['id']}@{e['version']}", label))
+    return out
+
+
 def _local_path(entry: dict) -> Path | None:
     url = entry["url"]
     scheme = urllib.parse.urlparse(url).scheme
