@@ -190,3 +190,12 @@ def test_heatmap_localisation_ratio():
     heat[8, 8] = 2.0  # the peak outside the region
     assert C.heatmap_localisation(heat, region)["peak_inside"] is False
     assert C.heatmap_localisation(np.zeros((10, 10)), region)["peak_inside"] is False  # a flat map points nowhere
+
+
+def test_cam_layer_candidates_are_the_networks_stages():
+    # A bottleneck ResNet reuses one activation inside each block and its stage's first convolution
+    # keeps the previous size; EfficientNet reuses one swish everywhere: neither may be a candidate.
+    for backbone, expected in (("resnet101", ["layer2", "layer3", "layer4"]),
+                               ("efficientnet-b0", ["_blocks.2", "_blocks.4", "_bn1"])):
+        net = C.build_classifier(C.network_spec(backbone, 2, 3, 3, [64, 64]))
+        assert C.cam_layer_candidates(net, (1, 3, 64, 64)) == expected
