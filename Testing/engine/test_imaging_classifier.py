@@ -192,10 +192,16 @@ def test_heatmap_localisation_ratio():
     assert C.heatmap_localisation(np.zeros((10, 10)), region)["peak_inside"] is False  # a flat map points nowhere
 
 
-def test_cam_layer_candidates_are_the_networks_stages():
-    # A bottleneck ResNet reuses one activation inside each block and its stage's first convolution
-    # keeps the previous size; EfficientNet reuses one swish everywhere: neither may be a candidate.
-    for backbone, expected in (("resnet101", ["layer2", "layer3", "layer4"]),
-                               ("efficientnet-b0", ["_blocks.2", "_blocks.4", "_bn1"])):
+def test_cam_layer_candidates_never_name_a_module_that_runs_twice():
+    # A bottleneck ResNet reuses one activation inside each block (ResNet101 once offered
+    # layer3.0.act); EfficientNet reuses one swish everywhere.
+    from collections import Counter
+
+    from spineai.deep.cam import spatial_layers
+
+    for backbone in ("resnet101", "efficientnet-b0"):
         net = C.build_classifier(C.network_spec(backbone, 2, 3, 3, [64, 64]))
-        assert C.cam_layer_candidates(net, (1, 3, 64, 64)) == expected
+        calls = Counter(name for name, _ in spatial_layers(net, (1, 3, 64, 64)))
+        candidates = C.cam_layer_candidates(net, (1, 3, 64, 64))
+        assert len(candidates) == 3 and all(calls[c] == 1 for c in candidates), candidates
+        assert candidates[-1] in ("layer4", "_bn1")  # the deepest stage that is still a map

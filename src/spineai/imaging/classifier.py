@@ -453,11 +453,10 @@ def evaluate(probs: np.ndarray, y: Sequence[int], classes: Sequence[str], groups
 
 def cam_layer_candidates(network, input_shape: Sequence[int], scales: int = 3) -> list:
     """The deepest layer at each of the last ``scales`` feature-map sizes (more than one voxel across):
-    the Grad-CAM target layers worth comparing, coarse (semantic) to finer (sharper maps). Only the
-    network's stages count (modules at most one level below a child of the network: ``layer3``,
-    ``features.denseblock3``, ``_blocks.5``), each run once per pass: inside a stage, a bottleneck's
-    first convolution keeps the previous stage's size, and a reused activation's name stands for maps
-    of several sizes and depths."""
+    the Grad-CAM target layers worth comparing, coarse (semantic) to finer (sharper maps). A module
+    that runs more than once per pass (the activation a bottleneck block reuses after each of its
+    convolutions, EfficientNet's shared swish) is no candidate: its name stands for maps of several
+    sizes and depths, and Grad-CAM would pair one call's activation with another's gradient."""
     from collections import Counter
 
     from spineai.deep.cam import spatial_layers
@@ -466,7 +465,7 @@ def cam_layer_candidates(network, input_shape: Sequence[int], scales: int = 3) -
     calls = Counter(name for name, _ in layers)
     deepest: dict = {}
     for name, shape in layers:
-        if calls[name] == 1 and name.count(".") <= 1 and all(s > 1 for s in shape[2:]):
+        if calls[name] == 1 and all(s > 1 for s in shape[2:]):
             deepest[tuple(shape[2:])] = name  # later layers of the same size replace earlier ones
     return list(deepest.values())[-scales:]
 
