@@ -85,3 +85,22 @@ def test_bad_method_or_layer_named():
         explain(net, blob_image(), method="lime")
     with pytest.raises(SpineAIError, match="'nope' is not a layer"):
         explain(net, blob_image(), target_layer="nope")
+
+
+def test_a_target_layer_followed_by_an_in_place_activation():
+    # ResNet bottlenecks run BatchNorm -> ReLU(inplace=True); with the weights frozen for the pass the
+    # target's output is a leaf, which an in-place ReLU may not change ("a leaf Variable that requires
+    # grad is being used in an in-place operation"). The map must be the one an out-of-place net gives.
+    def net(inplace):
+        torch.manual_seed(3)
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                                   torch.nn.ReLU(inplace=inplace), torch.nn.Conv2d(4, 4, 3, padding=1),
+                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    for method in ("gradcam", "gradcam++"):
+        a = explain(net(True), x, method=method, target_layer="1")
+        b = explain(net(False), x, method=method, target_layer="1")
+        np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-6)
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+        assert a.heatmap.max() == pytest.approx(1.0)

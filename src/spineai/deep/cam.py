@@ -96,14 +96,19 @@ def _cam(network, layer: str, method: str):
 
         def _track(self, name):
             def hook(_module, _inputs, output):
-                self.activations[name] = output
-                if torch.is_grad_enabled():
-                    if not output.requires_grad:
-                        output.requires_grad_(True)
-                    # a module called several times in one pass (EfficientNet's shared swish) keeps the
-                    # last call's activation: keep that call's gradient, not the first one's
-                    output.register_hook(lambda grad: self.gradients.__setitem__(name, grad)
-                                         if self.activations.get(name) is output else None)
+                if not torch.is_grad_enabled():
+                    self.activations[name] = output
+                    return None
+                # With frozen weights the output is a leaf: it is made to require grad, and the next
+                # layer gets a copy, since an in-place activation (ReLU after a BatchNorm target)
+                # must not change a leaf that requires grad, nor the activation kept here.
+                act = output if output.requires_grad else output.detach().requires_grad_(True)
+                self.activations[name] = act
+                # a module called several times in one pass (EfficientNet's shared swish) keeps the
+                # last call's activation: keep that call's gradient, not the first one's
+                act.register_hook(lambda grad: self.gradients.__setitem__(name, grad)
+                                  if self.activations.get(name) is act else None)
+                return None if act is output else act.clone()
             return hook
 
         def __call__(self, x, class_idx=None, retain_graph=False, **kwargs):
