@@ -50,7 +50,8 @@ def test_one_centimetre_lesion_on_1mm_slices(kind, seed):
 
 
 def test_lesion_level_set_stops_when_settled(met, monkeypatch):
-    """The stop returns what running to the cap gives, in fewer level-set iterations."""
+    """The stop (off by default: it saves nothing overall) runs half the cap, probes a sixteenth,
+    and returns what running to the cap gives."""
     import SimpleITK as sitk
 
     import spineai.segment.classic as classic
@@ -65,13 +66,14 @@ def test_lesion_level_set_stops_when_settled(met, monkeypatch):
         return out
 
     monkeypatch.setattr(sitk.ThresholdSegmentationLevelSetImageFilter, "Execute", counting)
-    stopped = segment(met.image, met.lesion_center_ijk).array
-    n_stopped = sum(counted)
-    counted.clear()
-    monkeypatch.setitem(classic._MODES, "lesion", replace(classic._MODES["lesion"], settle_share=0.0))
     capped = segment(met.image, met.lesion_center_ijk).array
-    # Measured: 450 iterations to the cap; 225 and a 28-iteration probe with the stop.
-    assert n_stopped < 0.6 * sum(counted)
+    assert counted == [450]  # 10 x 35 mm / 1 mm + 100
+    counted.clear()
+    monkeypatch.setitem(classic._MODES, "lesion", replace(classic._MODES["lesion"], settle_share=0.5))
+    stopped = segment(met.image, met.lesion_center_ijk).array
+    # Settled after half (ITK's filter is multithreaded, and this probe's growth lies near the
+    # threshold: some runs go on to the cap).
+    assert counted in ([225, 28], [225, 28, 450])
     assert dice(stopped, capped) >= 0.995
 
 

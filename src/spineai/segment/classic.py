@@ -22,7 +22,7 @@ one scan):
 4. A threshold level set (ITK's ThresholdSegmentationLevelSet) grows from the seed within that
    window (when the clicked voxel itself is atypical, e.g. a necrotic loculus or a bone island,
    that spot counts as the structure and the largest in-window patch near it starts the front;
-   the front runs until it settles, at most to an iteration cap: see _evolve). Its curvature term keeps the front smooth, so it does not leak through the small gaps
+   the front runs to an iteration cap: see _evolve). Its curvature term keeps the front smooth, so it does not leak through the small gaps
    of a thin endplate or cortex the way plain region growing does, and it bridges isolated
    noisy voxels that make region growing stop early. Lesion mode then takes in the lesion's own
    out-of-window extremes at its margin (bright loculi, oedema brightest at an endplate: patches
@@ -59,9 +59,11 @@ WORK_SPACING_MM = 1.0
 # Lesion statistics ball: grows while each shell's median stays within this many spreads of the
 # smallest ball's (see _structure_stats).
 _UNIFORM_SPREADS = 2.5
-# The level set has settled when a probe of a sixteenth of its iteration cap flips no more than
-# this share of the region.
-_SETTLED_FRACTION = 0.01
+# The level set has settled when a probe of a sixteenth of its iteration cap grows or shrinks the
+# region by no more than this share (counting flipped voxels instead, the probe's own restart
+# flips more than this, and 1 % stopped a 4 cm lesion on 4 mm slices while it still grew: Dice
+# 0.976 -> 0.970).
+_SETTLED_FRACTION = 0.003
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,12 @@ class _ModeParams:
     # distance of it are the lesion's own extremes (see _take_enclosed_extremes).
     extreme_reach_mm: float = 0.0
     # Share of the level set's iteration cap run before the first test whether the front has
-    # settled (see _evolve); 0 runs to the cap in one go, and the lesion's second pass over the
-    # whole grid instead of a box around what it takes in (see _evolve_near). Lesions: half the
-    # cap (phantom seeds 0-7: Dice within 0.001 of the full cap, up to 2x faster; a quarter wasted
-    # more on fronts still moving than it saved). Vertebral bodies: off; on the real samples their
-    # front still moves at half the cap (T2 C6 Dice 0.73 there vs 0.87 at the cap), so the probe
-    # and the second run only cost (0.4-1.0x the time).
+    # settled (see _evolve); 0 runs to the cap in one go. Off in both modes: measured with
+    # benchmarks/segmentation_accuracy.py (phantom seeds 0-7, lesions 4 cm on 1 and 4 mm slices) it
+    # saves no iterations overall (half the cap: 7,745 vs 7,699 on the 24 phantoms; the fronts
+    # that ITK's own criterion stops at 130-330 iterations pay the half run and the probe twice),
+    # and a probe loose enough to stop early loses Dice (1 % flipped: 4 cm MET on 4 mm slices
+    # 0.976 -> 0.970). Vertebral bodies still move at half the cap (T2 C6 Dice 0.73 there vs 0.87).
     settle_share: float = 0.0
 
 
@@ -110,7 +112,7 @@ class _ModeParams:
 # (measured: 0.89-0.96). Taking in the margin's out-of-window patches (extreme_reach_mm) lifted
 # the lowest cases (SD 0.889 -> 0.932, STB 0.871 -> 0.910 over phantom seeds 0-7).
 _MODES = {
-    "lesion": _ModeParams(40.0, 35.0, 8.0, 75.0, 1.0, 20.0, 90_000.0, extreme_reach_mm=5.0, settle_share=0.5),
+    "lesion": _ModeParams(40.0, 35.0, 8.0, 75.0, 1.0, 20.0, 90_000.0, extreme_reach_mm=5.0),
     "vertebral-body": _ModeParams(40.0, 32.0, 6.0, 62.0, 2.0, 300.0, 90_000.0, 3.0, 0.5, 2, 10.0),
 }
 
@@ -191,7 +193,8 @@ def segment(
             if not take.any():
                 break
             feature[take] = centre
-            phi = _evolve_near(sitk, phi, feature, take, lower, upper, params)
+            phi = _evolve(sitk, phi, _like(sitk, feature, phi), lower, upper, params,
+                          reach_mm=params.extreme_reach_mm)
     # Back on the crop grid by linear interpolation of the level-set function (a smooth surface,
     # not a blocky upsampled mask).
     phi_crop = sitk.GetArrayFromImage(
@@ -439,12 +442,14 @@ def _evolve(sitk, phi0, feature, lower, upper, params: _ModeParams, reach_mm: fl
     keeps a few front voxels flipping), and raising the threshold stops some fronts while a part of
     them still moves (phantom SD/STB: Dice -0.02 to -0.09 at 0.02-0.03). So with ``settle_share``
     set, the level set first runs that share of the cap from ``phi0``, then a short probe continues
-    from its result: when the probe flips no more than ``_SETTLED_FRACTION`` of the region, the
+    from its result: when the probe changes the region's size by no more than ``_SETTLED_FRACTION``, the
     front has settled and the first run's result is returned as it is (exactly what one run of
     that many iterations gives). Otherwise the share doubles, again from ``phi0``, up to the cap.
     The probe's restart re-initialises ITK's sparse field, which moves the front a little (50-
     iteration chunks fed from one another: STB seed 5 Dice 0.910 -> 0.888), so its result only
-    tests, it is never kept.
+    tests, it is never kept. The lesion's second pass also runs on the whole grid: confined to a
+    box three reaches around the patches it takes in, it froze a 4 cm lesion's front elsewhere
+    (4 mm slices, SD seed 1: Dice 0.945 -> 0.943).
     """
     wsp = feature.GetSpacing()
     ls = sitk.ThresholdSegmentationLevelSetImageFilter()
@@ -465,35 +470,11 @@ def _evolve(sitk, phi0, feature, lower, upper, params: _ModeParams, reach_mm: fl
         if n >= cap or ls.GetElapsedIterations() < n:  # the cap, or ITK's own criterion stopped it
             return phi
         ls.SetNumberOfIterations(probe)
-        inside = sitk.GetArrayViewFromImage(phi) > 0
-        moved = np.count_nonzero((sitk.GetArrayViewFromImage(ls.Execute(phi, feature)) > 0) != inside)
-        if moved <= _SETTLED_FRACTION * max(int(np.count_nonzero(inside)), 1):
+        size = np.count_nonzero(sitk.GetArrayViewFromImage(phi) > 0)
+        grown = np.count_nonzero(sitk.GetArrayViewFromImage(ls.Execute(phi, feature)) > 0) - size
+        if abs(grown) <= _SETTLED_FRACTION * max(size, 1):
             return phi
         n *= 2
-
-
-def _evolve_near(sitk, phi, feature: np.ndarray, take: np.ndarray, lower, upper, params: _ModeParams):
-    """``_evolve`` over ``params.extreme_reach_mm`` in a box around the patches ``take`` only.
-
-    Elsewhere the front has settled already; near the patches it moves at most a few reaches (the
-    patch, and the in-window lesion behind it). A 40 mm region of interest then costs what the
-    patches need, not a whole second pass (unless ``settle_share`` is 0: the old whole-grid pass).
-    """
-    wsp = np.asarray(phi.GetSpacing(), float)
-    if not params.settle_share:
-        return _evolve(sitk, phi, _like(sitk, feature, phi), lower, upper, params, reach_mm=params.extreme_reach_mm)
-    margin = np.ceil(3 * params.extreme_reach_mm / wsp[::-1]).astype(int) + 2  # [k, j, i]
-    where = np.nonzero(take)
-    box = tuple(slice(max(int(w.min()) - m, 0), int(w.max()) + m + 1) for w, m in zip(where, margin))
-    phi_arr = sitk.GetArrayFromImage(phi)
-    part = sitk.GetImageFromArray(np.ascontiguousarray(phi_arr[box], dtype=np.float32))
-    part.SetSpacing(phi.GetSpacing())
-    part.SetDirection(phi.GetDirection())
-    part.SetOrigin(phi.TransformIndexToPhysicalPoint(tuple(int(b.start) for b in box[::-1])))
-    feat = _like(sitk, feature[box], part)
-    phi_arr[box] = sitk.GetArrayFromImage(_evolve(sitk, part, feat, lower, upper, params,
-                                                  reach_mm=params.extreme_reach_mm))
-    return _like(sitk, phi_arr, phi)
 
 
 def _enclosed_extremes(sitk, phi, feature, lower, upper, reach_mm) -> np.ndarray:
