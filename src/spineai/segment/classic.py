@@ -94,8 +94,8 @@ class _ModeParams:
     # Share of the level set's iteration cap run before the first test whether the front has
     # settled (see _evolve); 0 runs to the cap in one go. Off in both modes: measured with
     # benchmarks/segmentation_accuracy.py (phantom seeds 0-7, lesions 4 cm on 1 and 4 mm slices) it
-    # saves no iterations overall (half the cap: 7,745 vs 7,699 on the 24 phantoms; the fronts
-    # that ITK's own criterion stops at 130-330 iterations pay the half run and the probe twice),
+    # saves no iterations overall (half the cap: 10,996 vs 7,699 on the 24 phantoms; 16 fronts still
+    # grow at half the cap and pay the half run and the probe on top of the full run),
     # and a probe loose enough to stop early loses Dice (1 % flipped: 4 cm MET on 4 mm slices
     # 0.976 -> 0.970). Vertebral bodies still move at half the cap (T2 C6 Dice 0.73 there vs 0.87).
     settle_share: float = 0.0
@@ -440,7 +440,7 @@ def _evolve(sitk, phi0, feature, lower, upper, params: _ModeParams, reach_mm: fl
     ``reach_mm`` bounds how far the front needs to move (default: the mode's whole radius), which
     sets the iteration cap. The front's RMS change often levels off above ITK's threshold (noise
     keeps a few front voxels flipping), and raising the threshold stops some fronts while a part of
-    them still moves (phantom SD/STB: Dice -0.02 to -0.09 at 0.02-0.03). So with ``settle_share``
+    them still moves (phantom Dice down by up to 0.03 at 0.02, 0.12 at 0.03). So with ``settle_share``
     set, the level set first runs that share of the cap from ``phi0``, then a short probe continues
     from its result: when the probe changes the region's size by no more than ``_SETTLED_FRACTION``, the
     front has settled and the first run's result is returned as it is (exactly what one run of
