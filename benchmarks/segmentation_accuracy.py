@@ -4,11 +4,11 @@
     .venv/bin/python benchmarks/segmentation_accuracy.py --sweep [--seeds 2]
     SPINEAI_TEST_DATA=../shared/data .venv/bin/python benchmarks/segmentation_accuracy.py --real
 
-Every case runs twice in the same process: with the level set as shipped (one run to the
-iteration cap, whole-grid second pass: ``chunk_iterations=0``) and in chunks of 50 iterations,
-stopped once a chunk changes under 1 % of the region, its second pass confined to a box around
-what it takes in (``chunk_iterations=50``). Both Dice values and both times are printed, so a case
-that loses Dice, or gains time, shows.
+Every case runs twice in the same process: as shipped, the level set run to its iteration cap
+("cap", ``settle_share=0``), and stopped once settled ("stop", ``settle_share=0.5``: half the cap,
+then the cap unless a probe shows that the front no longer grows: see ``classic._evolve``). Both
+Dice values, both times, their ratio (cap / stop, > 1: the stop is faster) and the level-set
+iterations of each (probes included; a cost that machine load does not blur) are printed.
 
 --sweep: lesion sizes 0.6, 1, 2, 4 cm x slice thickness 1 and 4 mm (0.9 mm in-plane), each kind.
 
@@ -38,7 +38,26 @@ from spineai.phantom import LESION_KINDS, make_spine_phantom  # noqa: E402
 from spineai.segment import segment  # noqa: E402
 
 NOW = dict(classic._MODES)
-CHUNKED = {mode: replace(p, chunk_iterations=50) for mode, p in NOW.items()}
+STOP = {mode: replace(p, settle_share=0.5) for mode, p in NOW.items()}
+
+
+ITERATIONS = []  # level-set iterations of each ITK run (probes included): a cost free of machine load
+
+
+def _count_iterations():
+    import SimpleITK as sitk
+
+    execute = sitk.ThresholdSegmentationLevelSetImageFilter.Execute
+
+    def counted(self, *args):
+        out = execute(self, *args)
+        ITERATIONS.append(self.GetElapsedIterations())
+        return out
+
+    sitk.ThresholdSegmentationLevelSetImageFilter.Execute = counted
+
+
+_count_iterations()
 
 
 def timed(image, seed, mode="lesion", modes=NOW):
@@ -52,35 +71,44 @@ def timed(image, seed, mode="lesion", modes=NOW):
 
 
 def both(image, seed, score, mode="lesion"):
-    """Score and seconds as shipped, then with the chunked level set; NaN for a refused click."""
+    """Score and seconds as shipped (to the cap), then stopped once settled; NaN for a refused click.
+
+    The level-set iterations of both runs (cap, stop) are left in ITERATIONS_BOTH."""
     from spineai.errors import SpineAIError
 
-    out = []
-    for modes in (NOW, CHUNKED):
+    out, its = [], []
+    for modes in (NOW, STOP):
+        ITERATIONS.clear()
         try:
             mask, sec = timed(image, seed, mode, modes)
             out += [score(mask.array), sec]
         except SpineAIError:
             out += [float("nan"), float("nan")]
+        its.append(sum(ITERATIONS))
+    ITERATIONS_BOTH[:] = its
     return out
+
+
+ITERATIONS_BOTH = [0, 0]
 
 NEIGHBOURS = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
 
 
 def phantoms(n_seeds: int) -> None:
-    print("kind  seed   Dice now  chunked  s/call now  chunked")
+    print("kind  seed   Dice cap   stop   s/call cap   stop   ratio   level-set iterations cap  stop")
     for kind in LESION_KINDS:
         for s in range(n_seeds):
             ph = make_spine_phantom(seed=s, lesion_kind=kind)
             d, t, d0, t0 = both(ph.image, ph.lesion_center_ijk, lambda m: dice(m, ph.lesion_mask.array))
-            print(f"{kind:4s}  {s:4d}   {d:.3f}     {d0:.3f}    {t:.3f}       {t0:.3f}", flush=True)
+            print(f"{kind:4s}  {s:4d}   {d:.3f}    {d0:.3f}   {t:.3f}      {t0:.3f}  {t / t0:.2f}   "
+                  f"{ITERATIONS_BOTH[0]:5d}  {ITERATIONS_BOTH[1]:5d}", flush=True)
 
 
 def sweep(n_seeds: int) -> None:
     """Lesion size x slice thickness; a refused click (SpineAIError) counts as Dice 0."""
     import numpy as np
 
-    print("slice  size    kind  seed   Dice now  chunked  s/call now  chunked")
+    print("slice  size    kind  seed   Dice cap   stop   s/call cap   stop   ratio   level-set iterations cap  stop")
     for slice_mm in (1.0, 4.0):
         for size_cm in (0.6, 1.0, 2.0, 4.0):
             for kind in LESION_KINDS:
@@ -90,8 +118,9 @@ def sweep(n_seeds: int) -> None:
                                             spacing=(0.9, 0.9, slice_mm))
                     d, t, d0, t0 = both(ph.image, ph.lesion_center_ijk, lambda m: dice(m, ph.lesion_mask.array))
                     d, d0 = np.nan_to_num(d), np.nan_to_num(d0)
-                    print(f"{slice_mm:.0f} mm   {size_cm:.1f} cm  {kind:4s}  {s:4d}   {d:.3f}     {d0:.3f}    "
-                          f"{t:.3f}       {t0:.3f}", flush=True)
+                    print(f"{slice_mm:.0f} mm   {size_cm:.1f} cm  {kind:4s}  {s:4d}   {d:.3f}    {d0:.3f}   "
+                          f"{t:.3f}      {t0:.3f}  {t / t0:.2f}   {ITERATIONS_BOTH[0]:5d}  {ITERATIONS_BOTH[1]:5d}",
+                          flush=True)
 
 
 def real() -> None:
@@ -107,16 +136,15 @@ def real() -> None:
     def measure(image, click, score):
         i, j, k = click
         ref = both(image, click, score, "vertebral-body")
-        off = [score(segment(image, (i + a, j + b, k + c), mode="vertebral-body").array.astype(bool))
-               for a, b, c in NEIGHBOURS]
-        return (*ref, min(off), float(np.median(off)))
+        off = np.array([both(image, (i + a, j + b, k + c), score, "vertebral-body") for a, b, c in NEIGHBOURS])
+        return (*ref, off[:, 0].min(), float(np.median(off[:, 0])), off[:, 2].min(), float(np.median(off[:, 2])))
 
-    print("case                 measure        reference click: now  chunked  one voxel off: min  median   "
-          "s/call now  chunked")
+    print("case                       measure       reference click: cap   stop   one voxel off (min / median): "
+          "cap          stop          s/call cap   stop   ratio")
 
     def show(name, what, r):
-        print(f"{name:20s} {what:14s} {r[0]:.3f}  {r[2]:.3f}          {r[4]:.3f}  {r[5]:.3f}            "
-              f"{r[1]:.3f}  {r[3]:.3f}", flush=True)
+        print(f"{name:26s} {what:13s} {r[0]:.3f}  {r[2]:.3f}                                {r[4]:.3f} / {r[5]:.3f}  "
+              f"{r[6]:.3f} / {r[7]:.3f}   {r[1]:.3f}      {r[3]:.3f}  {r[1] / r[3]:.2f}", flush=True)
 
     image = read_volume(shared_data_path("spine-samples", "sub-mri_label-6_T2w.nii.gz"))
     vert = read_volume(shared_data_path("spine-samples", "sub-mri_seg-vert_label-6_msk.nii.gz")).array

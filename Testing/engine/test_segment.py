@@ -49,6 +49,34 @@ def test_one_centimetre_lesion_on_1mm_slices(kind, seed):
     assert dice(mask.array, ph.lesion_mask.array) >= 0.80
 
 
+def test_lesion_level_set_stops_when_settled(met, monkeypatch):
+    """The stop (off by default: it saves nothing overall) runs half the cap, probes a sixteenth,
+    and returns what running to the cap gives."""
+    import SimpleITK as sitk
+
+    import spineai.segment.classic as classic
+    from dataclasses import replace
+
+    counted = []
+    execute = sitk.ThresholdSegmentationLevelSetImageFilter.Execute
+
+    def counting(self, *args):
+        out = execute(self, *args)
+        counted.append(self.GetElapsedIterations())
+        return out
+
+    monkeypatch.setattr(sitk.ThresholdSegmentationLevelSetImageFilter, "Execute", counting)
+    capped = segment(met.image, met.lesion_center_ijk).array
+    assert counted == [450]  # 10 x 35 mm / 1 mm + 100
+    counted.clear()
+    monkeypatch.setitem(classic._MODES, "lesion", replace(classic._MODES["lesion"], settle_share=0.5))
+    stopped = segment(met.image, met.lesion_center_ijk).array
+    # Settled after half (ITK's filter is multithreaded, and this probe's growth lies near the
+    # threshold: some runs go on to the cap).
+    assert counted in ([225, 28], [225, 28, 450])
+    assert dice(stopped, capped) >= 0.995
+
+
 def test_lesion_stays_inside_its_vertebra_with_within(met):
     level = LABELS[met.lesion_level]
     mask = segment(met.image, met.lesion_center_ijk, within=met.labels)  # label found under the seed
