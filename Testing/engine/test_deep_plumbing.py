@@ -241,3 +241,14 @@ def test_training_commands_end_alike(capsys):
     assert shipped == ["run/model"]
     report_training(done, lines=["other"])
     assert capsys.readouterr().out.splitlines()[1:] == ["other"]
+
+
+def test_every_card_records_how_its_model_was_made(monkeypatch):
+    from spineai.deep.training import run_record
+
+    monkeypatch.setenv("SPINEAI_GIT_COMMIT", "abc123 (copied checkout)")
+    rec = run_record(150.0, "spineai train-x DATA --out RUN", "cpu (2 threads)")
+    assert list(rec) == ["device", "hardware", "duration_minutes", "command", "git_commit"]
+    assert rec["duration_minutes"] == 2.5 and rec["git_commit"] == "abc123 (copied checkout)"
+    assert rec["hardware"].endswith("CPU cores") and rec["command"] == "spineai train-x DATA --out RUN"
+    assert "device" not in run_record(60.0, "c")  # the radiograph card records its device elsewhere

@@ -69,6 +69,34 @@ def add_training_arguments(parser, defaults: dict, names=None) -> None:
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=None)
 
 
+def git_commit() -> str:
+    """The commit the engine runs from, for a model card; ``SPINEAI_GIT_COMMIT`` names it where the
+    checkout was copied without .git (e.g. to a lent GPU machine)."""
+    import subprocess
+
+    if os.environ.get("SPINEAI_GIT_COMMIT"):
+        return os.environ["SPINEAI_GIT_COMMIT"]
+    root = Path(__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" (with uncommitted changes)" if dirty else "")
+
+
+def run_record(seconds: float, command: str, device: Optional[str] = None) -> dict:
+    """How a model was made, for its card's training record: the device (when given), the hardware,
+    the duration, the command and the git commit."""
+    import platform
+
+    record = {} if device is None else {"device": device}
+    record.update({"hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+                   "duration_minutes": round(seconds / 60, 1), "command": command, "git_commit": git_commit()})
+    return record
+
+
 def report_training(summary: dict, ship: Optional[Callable] = None, lines: Optional[Sequence[str]] = None,
                     kind: str = "bundle") -> int:
     """The end of every training command: say whether it paused or finished and where the bundle is,

@@ -10,7 +10,6 @@ command with ``--manifest`` (see ``spineai.imaging.lesion.manifest_examples``).
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -67,12 +66,6 @@ def localisation(network, x, y, regions, classes, method: str = "gradcam", layer
                          "ratio_median": round(float(np.median([r["ratio"] for r in sel])), 2),
                          "peak_inside_rate": round(float(np.mean([r["peak_inside"] for r in sel])), 3)}
     return out
-
-
-def _git_commit() -> str:
-    from spineai.segment.body_training import _git_commit as commit
-
-    return commit()
 
 
 def train_demo_model(data: str | Path, out: str | Path, backbone: str = DEFAULTS["backbone"],
@@ -215,13 +208,12 @@ def fit_and_bundle(sets: dict, classes: list, out: Path, card: dict, summary_ext
     """Train on ``sets`` (train / validation / test crops with labels, lesion regions and groups),
     test, measure Grad-CAM localisation (target layer chosen on validation), and write ``out/model``
     with ``card`` completed (network, recipe, metrics, training record)."""
-    import platform
-
     import torch
 
     import spineai
     from spineai.deep.bundle import save_torch_bundle
     from spineai.deep.cam import default_target_layer
+    from spineai.deep.training import run_record
     from spineai.imaging.classifier import (choose_cam_layer, evaluate, network_spec, predict_probabilities,
                                             train_classifier)
 
@@ -261,9 +253,8 @@ def fit_and_bundle(sets: dict, classes: list, out: Path, card: dict, summary_ext
         "stopped": summary["stopped"], "batch": batch, "learning_rate": lr, "seed": seed,
         "balance": summary["balance"], "initial_weights": summary["initial_weights"],
         "frozen_backbone_steps": summary["freeze_steps"], "loss": "cross-entropy", "optimizer": "AdamW, warm-up then cosine decay",
-        "device": summary["device"], "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-        "duration_minutes": round((summary["train_seconds"] + summary.get("generation_seconds", 0.0)) / 60, 1),
-        "command": summary["command"], "git_commit": _git_commit()}
+        **run_record(summary["train_seconds"] + summary.get("generation_seconds", 0.0), summary["command"],
+                     summary["device"])}
     bundle = out / "model"
     save_torch_bundle(card, net, bundle, overwrite=True)
     (out / "metrics.json").write_text(json.dumps(card["metrics"], indent=2))

@@ -198,12 +198,6 @@ TRAIN_DEFAULTS = {"backbone": "efficientnet-b0", "input_size": 64, "steps": 600,
                   "threshold_rule": "recall"}
 
 
-def _git_commit() -> str:
-    from spineai.segment.body_training import _git_commit as commit
-
-    return commit()
-
-
 def train_radiograph_model(out: str | os.PathLike, backbone: str = "efficientnet-b0", input_size: int = 64,
                            steps: int = 600, batch: int = 12, lr: float = 1e-3, balance: str = "sampling",
                            freeze_steps: int = 0, init_weights: Optional[str] = None, train_films: int = 3000,
@@ -214,10 +208,9 @@ def train_radiograph_model(out: str | os.PathLike, backbone: str = "efficientnet
     """Generate the data, train (or resume), choose the thresholds on the tuning films (1.6 %
     prevalence), test on the test films (1.6 %), measure Grad-CAM on the spine and the Cobb angle's
     error, and write the bundle ``out/model`` with its card and ``out/metrics.json``."""
-    import platform
-
     import spineai
     from spineai.deep.bundle import save_torch_bundle
+    from spineai.deep.training import run_record
     from spineai.imaging.classifier import network_spec, predict_probabilities, train_classifier
     from spineai.imaging.radiograph_synth import STUDY_PREVALENCE
 
@@ -293,8 +286,7 @@ def train_radiograph_model(out: str | os.PathLike, backbone: str = "efficientnet
             "schedule": "head only for freeze_steps, then all layers" if freeze_steps else
                         "all layers (no initial weights: the head-only round has nothing to transfer)",
             "optimizer": "AdamW, warm-up then cosine decay (spineai.deep.training)",
-            "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores", "duration_minutes": round(seconds / 60, 1),
-            "command": command, "git_commit": _git_commit()},
+            **run_record(seconds, command)},
         "metrics": metrics,
         "limits": ["Generated films: schematic anatomy (17 vertebrae, ribs, pelvis), no real patient variation, "
                    "no implants, no lateral films. What it shows is that the pipeline works, not that it screens.",

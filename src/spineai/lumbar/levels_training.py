@@ -14,7 +14,6 @@ take L5 to be "the lowest body 24 mm above the image's edge" (these images are c
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,10 +214,9 @@ def train_levels_model(data: str | Path, out: str | Path, steps: int = 1000, bat
 
 
 def levels_card(summary: dict, metrics: Optional[dict] = None) -> dict:
-    import platform
-
     import spineai
-    from spineai.segment.body_training import DATA_CITATIONS, _git_commit
+    from spineai.deep.training import run_record
+    from spineai.segment.body_training import DATA_CITATIONS
 
     return {
         "id": MODEL_ID, "version": MODEL_VERSION, "task": TASK, "engine_version": spineai.__version__,
@@ -248,9 +246,7 @@ def levels_card(summary: dict, metrics: Optional[dict] = None) -> dict:
                              "scale 0.85-1.15", "field of view cut 6-24 mm below L5 (50 %) and above L4 (30 %)",
                              "bias field", "thick slices 3-4.5 mm", "blur", "contrast inversion",
                              "random intensity curves", "gamma 0.6-1.7", "Gaussian noise"],
-            "device": summary["device"], "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "duration_minutes": round(summary["train_seconds"] / 60, 1), "command": summary["command"],
-            "git_commit": _git_commit(),
+            **run_record(summary["train_seconds"], summary["command"], summary["device"]),
         },
         "metrics": metrics or {},
         "limits": [

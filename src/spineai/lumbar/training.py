@@ -15,8 +15,6 @@ prior (the training set's grade frequencies per output), and per-condition confu
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Optional
@@ -197,7 +195,7 @@ def train_lumbar(data: str | Path, out: str | Path, steps: int = 1500, batch: in
 
 def lumbar_card(summary: dict, metrics: dict, prior: np.ndarray, data) -> dict:
     import spineai
-    from spineai.segment.body_training import _git_commit
+    from spineai.deep.training import run_record
 
     return {
         "id": MODEL_ID, "version": MODEL_VERSION, "task": TASK, "engine_version": spineai.__version__,
@@ -220,9 +218,7 @@ def lumbar_card(summary: dict, metrics: dict, prior: np.ndarray, data) -> dict:
             "loss": "the challenge score (weighted log loss per condition group + any severe spinal)",
             "augmentation": [f"random series dropout p={summary['series_dropout']}", f"level positions moved up to {JITTER_MM} mm",
                              "gamma 0.7-1.4 and scale 0.85-1.15 per series", "Gaussian noise"],
-            "device": summary["device"], "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "duration_minutes": round((summary["train_seconds"] + summary["load_seconds"]) / 60, 1),
-            "command": summary["command"], "git_commit": _git_commit(),
+            **run_record(summary["train_seconds"] + summary["load_seconds"], summary["command"], summary["device"]),
         },
         "metrics": metrics,
         "limits": ["Synthetic training data only: the images resemble MR but are not; use it to see the pipeline work.",

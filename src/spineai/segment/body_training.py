@@ -16,7 +16,6 @@ around it, as a user's corrective clicks. Augmentation aims at what the training
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -478,23 +477,8 @@ DATA_CITATIONS = [
 ]
 
 
-def _git_commit() -> str:
-    import subprocess
-
-    if os.environ.get("SPINEAI_GIT_COMMIT"):  # a checkout copied without .git (e.g. to a lent GPU machine)
-        return os.environ["SPINEAI_GIT_COMMIT"]
-    root = Path(__file__).resolve().parents[3]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head + (" (with uncommitted changes)" if dirty else "")
-
-
 def body_card(summary: dict, metrics: dict | None = None, threshold: float = 0.5, flip_average: bool = False) -> dict:
-    import platform
+    from spineai.deep.training import run_record
 
     import spineai
 
@@ -522,9 +506,7 @@ def body_card(summary: dict, metrics: dict | None = None, threshold: float = 0.5
             "augmentation": ["rotation up to 20 deg (sagittal) / 12 deg", "scale 0.85-1.2", "S-I compression up to 1.4x",
                              "wedge +-35 %", "bias field", "thick slices 3-4.5 mm", "blur", "contrast inversion",
                              "random intensity curves", "gamma 0.6-1.7", "Gaussian noise"],
-            "device": summary["device"], "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "duration_minutes": round(summary["train_seconds"] / 60, 1), "command": summary["command"],
-            "git_commit": _git_commit(),
+            **run_record(summary["train_seconds"], summary["command"], summary["device"]),
         },
         "metrics": metrics or {},
         "limits": [
