@@ -303,3 +303,16 @@ def test_another_programs_sqlite_database_is_refused_and_left_unchanged(tmp_path
         CohortDB(path)
     assert path.read_bytes() == before
     assert _q(path, "SELECT name FROM sqlite_master WHERE type = 'table'") == [("patients",)]
+
+
+def test_a_run_counts_each_case_in_the_cases_own_transaction(tmp_path):
+    # Ctrl-C between a case's commit and the runner's own tally once left cases_done one short
+    # (4 cases stored, 3 counted): the count is now part of the case's transaction.
+    with CohortDB(tmp_path / "c.sqlite") as db:
+        run = db.start_run(steps=("segment",), executor="inline", workers=1)
+        for cid, status in (("a", "done"), ("b", "failed"), ("c", "done")):
+            step = {"step": "segment", "status": status, "key": "k", "seconds": 0.1, "error": "bad seed"}
+            db.record({"id": cid, "steps": [step]}, run)
+        assert _q(tmp_path / "c.sqlite", "SELECT cases_done, cases_failed, finished FROM runs") == [(2, 1, None)]
+        db.finish_run(run, 1.5)
+    assert _q(tmp_path / "c.sqlite", "SELECT cases_done, cases_failed, seconds FROM runs") == [(2, 1, 1.5)]

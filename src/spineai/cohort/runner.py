@@ -149,7 +149,7 @@ def run_cohort(db: CohortDB, cases: Sequence[CohortCase], steps: Sequence[str], 
             summary.workers = _run_dask(tasks, dask, record)
     finally:
         summary.seconds = time.perf_counter() - start
-        db.finish_run(run_id, summary.done, len(summary.failed), summary.seconds)
+        db.finish_run(run_id, summary.seconds)
     return summary
 
 

@@ -202,15 +202,16 @@ class CohortDB:
     # ---- runs -----------------------------------------------------------------------------
     def start_run(self, **info) -> int:
         cur = self.db.execute(
-            "INSERT INTO runs (started, engine_version, steps, executor, workers, manifest, parameter_set, model) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (started, engine_version, steps, executor, workers, manifest, parameter_set, model, "
+            "cases_done, cases_failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
             (now(), __version__, ",".join(info.get("steps", ())), info.get("executor"), info.get("workers"),
              info.get("manifest"), info.get("parameter_set"), info.get("model")))
         return int(cur.lastrowid)
 
-    def finish_run(self, run_id: int, done: int, failed: int, seconds: float) -> None:
-        self.db.execute("UPDATE runs SET finished = ?, cases_done = ?, cases_failed = ?, seconds = ? WHERE run_id = ?",
-                        (now(), done, failed, seconds, run_id))
+    def finish_run(self, run_id: int, seconds: float) -> None:
+        """The run's end; its case counts grow with each case's own transaction (``record``), so an
+        interrupt between a case's commit and the caller's count cannot make them disagree."""
+        self.db.execute("UPDATE runs SET finished = ?, seconds = ? WHERE run_id = ?", (now(), seconds, run_id))
 
     def record(self, result: dict, run_id: int) -> None:
         """Store everything one case's worker returned, in one transaction."""
@@ -239,6 +240,8 @@ class CohortDB:
                 if s["status"] == "failed":
                     self.db.execute("INSERT INTO errors (case_id, step, run_id, message, at, engine_version) "
                                     "VALUES (?, ?, ?, ?, ?, ?)", (cid, s["step"], run_id, s["error"], at, __version__))
+            column = "cases_failed" if any(s["status"] == "failed" for s in result["steps"]) else "cases_done"
+            self.db.execute(f"UPDATE runs SET {column} = {column} + 1 WHERE run_id = ?", (run_id,))
 
     # ---- annotation -----------------------------------------------------------------------
     def next_to_annotate(self, after: str | None = None, reviewer: str | None = None) -> str | None:
