@@ -64,6 +64,15 @@ _UNIFORM_SPREADS = 2.5
 # flips more than this, and 1 % stopped a 4 cm lesion on 4 mm slices while it still grew: Dice
 # 0.976 -> 0.970).
 _SETTLED_FRACTION = 0.003
+# The slab cut's half-window (see _slab_cut) counts at most this many robust spreads of the body's
+# region. On the CT cut through L1 (only four slices of the body left, seed at the endplate) a
+# click one voxel off puts the statistics ball across the endplate: window upper bound 253-262
+# instead of 171-191, while the region's spread only went 39-45 -> 50-52; the endplate slab
+# (0.89-0.98 spreads from the region's median) then stayed within half the window and the front
+# ran on into T12 (0.37-0.42 of the mask inside L1). Body slabs measured on every real sample and
+# click one voxel off lie within 0.76 spreads (CT L2's end slab), so half of 1.65 spreads cuts
+# between the two.
+_SLAB_SPREADS = 1.65
 
 
 @dataclass(frozen=True)
@@ -563,7 +572,10 @@ def _slab_cut(region, crop, seed_kji, direction, lower, upper, frac):
     ax = 2 - int(np.argmax(np.abs(np.asarray(direction, float)[2, :])))  # LPS z row -> numpy axis
     # The whole region's median: steadier than the seed ball's, which moves with the click (T2 C6,
     # click one voxel off: centre 72.2 -> 73.9, and a mid-body slab crossed 0.5, halving the body).
-    centre = float(np.median(crop[region]))
+    centre, spread = _robust_stats(crop[region])
+    # A half-window counts at most _SLAB_SPREADS of the region's own spread: a statistics ball that
+    # straddles an endplate widens the window far more than the region's spread.
+    cap = _SLAB_SPREADS * spread if spread > 0 else np.inf
     region = region.copy()
     for step in (1, -1):
         t = seed_kji[ax] + step
@@ -574,7 +586,7 @@ def _slab_cut(region, crop, seed_kji, direction, lower, upper, frac):
             if not inside.any():
                 break
             med = float(np.median(crop[tuple(sl)][inside]))
-            half = (upper - centre) if med >= centre else (centre - lower)
+            half = min((upper - centre) if med >= centre else (centre - lower), cap)
             if half > 0 and abs(med - centre) > frac * half:
                 sl[ax] = slice(t, None) if step > 0 else slice(0, t + 1)
                 region[tuple(sl)] = False
