@@ -438,9 +438,22 @@ def _level_set(sitk, smooth, sm, dist, seed_kji, lower, upper, params: _ModePara
     start[seed_kji] = True
     init = _as_sitk(sitk, start, wsp)
     init.CopyInformation(smooth)
-    phi0 = sitk.Cast(sitk.SignedMaurerDistanceMap(init, insideIsPositive=True, useImageSpacing=True,
-                                                  squaredDistance=False), sitk.sitkFloat32)
+    phi0 = _signed_distance(sitk, init)
+    if not np.any(sitk.GetArrayViewFromImage(phi0) > 0):
+        # The map puts a region's own boundary voxels at 0, so a start less than three voxels thick
+        # along an axis (one or two 4 mm slices of a small lesion) has no voxel inside its front and
+        # the level set loses it (6 mm lesions on 4 mm slices: refused in 5 of 6 phantoms; 1 cm MET
+        # seed 0: Dice 0.66). Such a start gets its front half a voxel outside its boundary voxels,
+        # midway to the background's. Only there: thicker starts keep their tuned course (shifting
+        # every start moved STB seed 0 0.914 -> 0.904 and halved a cut CT vertebra's body).
+        phi0 = (phi0 - _signed_distance(sitk, 1 - init)) * 0.5
     return _evolve(sitk, phi0, sitk.Cast(smooth, sitk.sitkFloat32), lower, upper, params)
+
+
+def _signed_distance(sitk, mask):
+    """Signed distance (mm, > 0 inside) of a uint8 mask image; its boundary voxels are at 0."""
+    return sitk.Cast(sitk.SignedMaurerDistanceMap(mask, insideIsPositive=True, useImageSpacing=True,
+                                                  squaredDistance=False), sitk.sitkFloat32)
 
 
 def _evolve(sitk, phi0, feature, lower, upper, params: _ModeParams, reach_mm: float | None = None):
