@@ -4,11 +4,13 @@
     .venv/bin/python benchmarks/segmentation_accuracy.py --sweep [--seeds 2]
     SPINEAI_TEST_DATA=../shared/data .venv/bin/python benchmarks/segmentation_accuracy.py --real
 
-Every case runs twice in the same process: as shipped, the level set run to its iteration cap
-("cap", ``settle_share=0``), and stopped once settled ("stop", ``settle_share=0.5``: half the cap,
-then the cap unless a probe shows that the front no longer grows: see ``classic._evolve``). Both
-Dice values, both times, their ratio (cap / stop, > 1: the stop is faster) and the level-set
-iterations of each (probes included; a cost that machine load does not blur) are printed.
+Every case runs twice in the same process: as shipped, and with one step as it was before
+(``--against``): ``ball-start`` (default) starts a vertebral body's level set from a small ball
+around the seed instead of the opened in-window region (``start_reach_mm=0``; lesion mode is the same
+both ways); ``settle`` stops the level set once settled (``settle_share=0.5``: half the cap, then the
+cap unless a probe shows that the front no longer grows: see ``classic._evolve``). Both scores, both
+times, their ratio (other / shipped, > 1: shipped is faster) and the level-set iterations of each
+(probes included; a cost that machine load does not blur) are printed.
 
 --sweep: lesion sizes 0.6, 1, 2, 4 cm x slice thickness 1 and 4 mm (0.9 mm in-plane), each kind.
 
@@ -38,7 +40,9 @@ from spineai.phantom import LESION_KINDS, make_spine_phantom  # noqa: E402
 from spineai.segment import segment  # noqa: E402
 
 NOW = dict(classic._MODES)
-STOP = {mode: replace(p, settle_share=0.5) for mode, p in NOW.items()}
+AGAINST = {"ball-start": {mode: replace(p, start_reach_mm=0.0) for mode, p in NOW.items()},
+           "settle": {mode: replace(p, settle_share=0.5) for mode, p in NOW.items()}}
+OTHER, NAME = AGAINST["ball-start"], "ball-start"  # set by --against
 
 
 ITERATIONS = []  # level-set iterations of each ITK run (probes included): a cost free of machine load
@@ -71,13 +75,13 @@ def timed(image, seed, mode="lesion", modes=NOW):
 
 
 def both(image, seed, score, mode="lesion"):
-    """Score and seconds as shipped (to the cap), then stopped once settled; NaN for a refused click.
+    """Score and seconds as shipped, then with the --against variant; NaN for a refused click.
 
-    The level-set iterations of both runs (cap, stop) are left in ITERATIONS_BOTH."""
+    The level-set iterations of both runs (shipped, other) are left in ITERATIONS_BOTH."""
     from spineai.errors import SpineAIError
 
     out, its = [], []
-    for modes in (NOW, STOP):
+    for modes in (NOW, OTHER):
         ITERATIONS.clear()
         try:
             mask, sec = timed(image, seed, mode, modes)
@@ -95,12 +99,12 @@ NEIGHBOURS = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1
 
 
 def phantoms(n_seeds: int) -> None:
-    print("kind  seed   Dice cap   stop   s/call cap   stop   ratio   level-set iterations cap  stop")
+    print(f"kind  seed   Dice shipped {NAME}   s/call shipped {NAME}   ratio   level-set iterations shipped {NAME}")
     for kind in LESION_KINDS:
         for s in range(n_seeds):
             ph = make_spine_phantom(seed=s, lesion_kind=kind)
             d, t, d0, t0 = both(ph.image, ph.lesion_center_ijk, lambda m: dice(m, ph.lesion_mask.array))
-            print(f"{kind:4s}  {s:4d}   {d:.3f}    {d0:.3f}   {t:.3f}      {t0:.3f}  {t / t0:.2f}   "
+            print(f"{kind:4s}  {s:4d}   {d:.3f}    {d0:.3f}   {t:.3f}      {t0:.3f}  {t0 / t:.2f}   "
                   f"{ITERATIONS_BOTH[0]:5d}  {ITERATIONS_BOTH[1]:5d}", flush=True)
 
 
@@ -108,7 +112,7 @@ def sweep(n_seeds: int) -> None:
     """Lesion size x slice thickness; a refused click (SpineAIError) counts as Dice 0."""
     import numpy as np
 
-    print("slice  size    kind  seed   Dice cap   stop   s/call cap   stop   ratio   level-set iterations cap  stop")
+    print(f"slice  size    kind  seed   Dice shipped {NAME}   s/call shipped {NAME}   ratio   level-set iterations shipped {NAME}")
     for slice_mm in (1.0, 4.0):
         for size_cm in (0.6, 1.0, 2.0, 4.0):
             for kind in LESION_KINDS:
@@ -119,7 +123,7 @@ def sweep(n_seeds: int) -> None:
                     d, t, d0, t0 = both(ph.image, ph.lesion_center_ijk, lambda m: dice(m, ph.lesion_mask.array))
                     d, d0 = np.nan_to_num(d), np.nan_to_num(d0)
                     print(f"{slice_mm:.0f} mm   {size_cm:.1f} cm  {kind:4s}  {s:4d}   {d:.3f}    {d0:.3f}   "
-                          f"{t:.3f}      {t0:.3f}  {t / t0:.2f}   {ITERATIONS_BOTH[0]:5d}  {ITERATIONS_BOTH[1]:5d}",
+                          f"{t:.3f}      {t0:.3f}  {t0 / t:.2f}   {ITERATIONS_BOTH[0]:5d}  {ITERATIONS_BOTH[1]:5d}",
                           flush=True)
 
 
@@ -139,12 +143,12 @@ def real() -> None:
         off = np.array([both(image, (i + a, j + b, k + c), score, "vertebral-body") for a, b, c in NEIGHBOURS])
         return (*ref, off[:, 0].min(), float(np.median(off[:, 0])), off[:, 2].min(), float(np.median(off[:, 2])))
 
-    print("case                       measure       reference click: cap   stop   one voxel off (min / median): "
-          "cap          stop          s/call cap   stop   ratio")
+    print(f"case                       measure       reference click: shipped {NAME}   one voxel off (min / median): "
+          f"shipped          {NAME}          s/call shipped {NAME}   ratio")
 
     def show(name, what, r):
         print(f"{name:26s} {what:13s} {r[0]:.3f}  {r[2]:.3f}                                {r[4]:.3f} / {r[5]:.3f}  "
-              f"{r[6]:.3f} / {r[7]:.3f}   {r[1]:.3f}      {r[3]:.3f}  {r[1] / r[3]:.2f}", flush=True)
+              f"{r[6]:.3f} / {r[7]:.3f}   {r[1]:.3f}      {r[3]:.3f}  {r[3] / r[1]:.2f}", flush=True)
 
     image = read_volume(shared_data_path("spine-samples", "sub-mri_label-6_T2w.nii.gz"))
     vert = read_volume(shared_data_path("spine-samples", "sub-mri_seg-vert_label-6_msk.nii.gz")).array
@@ -167,7 +171,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8, help="phantom seeds 0..N-1 (default 8)")
     parser.add_argument("--real", action="store_true", help="body mode on the real samples instead")
     parser.add_argument("--sweep", action="store_true", help="lesion size x slice thickness instead")
+    parser.add_argument("--against", choices=sorted(AGAINST), default="ball-start",
+                        help="the variant run beside the shipped method (default ball-start)")
     args = parser.parse_args()
+    global OTHER, NAME
+    OTHER, NAME = AGAINST[args.against], args.against
     real() if args.real else sweep(args.seeds) if args.sweep else phantoms(args.seeds)
 
 
