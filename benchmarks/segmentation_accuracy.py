@@ -13,6 +13,10 @@ times, their ratio (other / shipped, > 1: shipped is faster) and the level-set i
 (probes included; a cost that machine load does not blur) are printed.
 
 --sweep: lesion sizes 0.6, 1, 2, 4 cm x slice thickness 1 and 4 mm (0.9 mm in-plane), each kind.
+--cuts: the 3 mm CT cropped at every slice through each vertebra (L2, L1, T12), keeping either side;
+the click is the tests' anterior-half seed of what remains, where that lies in the vertebral body
+(the anterior half of the uncut vertebra); share of the mask inside the vertebra's label, by the
+number of body slices left.
 
 Phantoms: Dice of the lesion-mode mask to the true lesion, per kind and phantom seed.
 --real: vertebral-body mode on the public samples in SPINEAI_TEST_DATA/spine-samples, with the
@@ -166,17 +170,38 @@ def real() -> None:
             image, seed, lambda m, v=vert: float((m.astype(bool) & v).sum() / m.sum())))
 
 
+def cuts() -> None:
+    if not os.environ.get("SPINEAI_TEST_DATA"):
+        sys.exit("--cuts needs SPINEAI_TEST_DATA pointing at the shared data folder (../shared/data)")
+    sys.path[:0] = [str(ROOT / "Testing"), str(ROOT / "Testing" / "engine")]
+    import numpy as np
+    import test_segment_real as cases
+
+    print(f"vertebra  kept        body slices left  seed (i, j, k)   inside: shipped  {NAME}")
+    by_slices: dict = {}
+    for name, kept, left, crop, vert, seed in cases.every_cut():
+        r = both(crop, seed, lambda m, v=vert: float((m.astype(bool) & v).sum() / m.sum()), "vertebral-body")
+        by_slices.setdefault(min(left, 6), []).append((r[0], r[2]))
+        print(f"{name:8s}  {kept:10s}  {left:16d}  {str(seed):15s}  {r[0]:.3f}           {r[2]:.3f}", flush=True)
+    print(f"\nbody slices left   clicks   >= 0.90 inside: shipped  {NAME}   refused: shipped  {NAME}")
+    for left, rs in sorted(by_slices.items()):
+        r = np.array(rs)
+        print(f"{left if left < 6 else '6 or more':17}  {len(r):6d}   {int((r[:, 0] >= 0.9).sum()):23d}  "
+              f"{int((r[:, 1] >= 0.9).sum()):10d}  {int(np.isnan(r[:, 0]).sum()):17d}  {int(np.isnan(r[:, 1]).sum()):8d}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8, help="phantom seeds 0..N-1 (default 8)")
     parser.add_argument("--real", action="store_true", help="body mode on the real samples instead")
     parser.add_argument("--sweep", action="store_true", help="lesion size x slice thickness instead")
+    parser.add_argument("--cuts", action="store_true", help="body mode on the CT cut at every slice instead")
     parser.add_argument("--against", choices=sorted(AGAINST), default="ball-start",
                         help="the variant run beside the shipped method (default ball-start)")
     args = parser.parse_args()
     global OTHER, NAME
     OTHER, NAME = AGAINST[args.against], args.against
-    real() if args.real else sweep(args.seeds) if args.sweep else phantoms(args.seeds)
+    real() if args.real else cuts() if args.cuts else sweep(args.seeds) if args.sweep else phantoms(args.seeds)
 
 
 if __name__ == "__main__":

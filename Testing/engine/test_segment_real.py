@@ -89,29 +89,51 @@ def _ct_vertebrae():
     return image, labels, [labels.array == v for v in (30, 31, 32)]
 
 
+def _slices(image, ks: slice):
+    """The image's slices ``ks`` (k) as a volume in the same place: a field of view that ends there."""
+    from spineai.image import Volume
+
+    shift = image.direction @ (np.asarray(image.spacing) * np.array([0.0, 0.0, ks.start]))
+    return Volume(np.ascontiguousarray(image.array[ks]), image.spacing, tuple(np.asarray(image.origin) + shift),
+                  image.direction)
+
+
 def cut_vertebrae():
     """(name, image, vertebra mask, seed): the CT cropped through a vertebral body, as a field of
     view that ends inside a vertebra. Seed: the anterior half's centre of what remains."""
-    from spineai.image import Volume
-
     image, labels, _ = _ct_vertebrae()
     out = []
-    # L1's body spans slices 10-21 (anterior half of label 31): cut it at mid-height, either way.
+    # L1's body spans slices 10-20 (anterior half of label 31): cut it at mid-height, either way.
     for name, label, ks in (("L1, upper half outside", 31, slice(0, 17)),
                             ("L1, lower half outside", 31, slice(15, 30))):
-        shift = image.direction @ (np.asarray(image.spacing) * np.array([0.0, 0.0, ks.start]))
-        crop = Volume(np.ascontiguousarray(image.array[ks]), image.spacing,
-                      tuple(np.asarray(image.origin) + shift), image.direction)
-        vert = labels.array[ks] == label
+        crop, vert = _slices(image, ks), labels.array[ks] == label
         out.append((name, crop, vert, anterior_half_seed(crop, vert)))
     return out
 
 
+def every_cut():
+    """(vertebra, kept, body slices left, image, vertebra mask, seed) for the CT cut at every slice
+    through each vertebra's body, keeping either side; only where the seed (the anterior half's
+    centre of what remains) lies in the body, i.e. the anterior half of the uncut vertebra: with
+    one or two slices of body left, that centre may fall on the arch instead."""
+    image, labels, verts = _ct_vertebrae()
+    kji = np.argwhere(np.ones(image.array.shape, bool))
+    ras_a = (image.ijk_to_ras_matrix() @ np.c_[kji[:, ::-1], np.ones(len(kji))].T)[1].reshape(image.array.shape)
+    for name, vert in zip(("L2", "L1", "T12"), verts):
+        body = vert & (ras_a >= np.median(ras_a[vert]))
+        ks = np.flatnonzero(body.any(axis=(1, 2)))
+        for cut in range(ks[0] + 1, ks[-1] + 1):
+            for kept, sl in ((f"k < {cut}", slice(0, cut)), (f"k >= {cut}", slice(cut, image.array.shape[0]))):
+                crop = _slices(image, sl)
+                seed = anterior_half_seed(crop, vert[sl])
+                if body[sl][seed[2], seed[1], seed[0]]:
+                    yield name, kept, int(body[sl].any(axis=(1, 2)).sum()), crop, vert[sl], seed
+
+
 def test_vertebra_cut_by_the_field_of_view():
-    # Measured: 1.000 and 0.933 inside (the second seed lies on a bone island: before the atypical
-    # spot joined the structure, that click was refused, "grows nothing plausible"). Not covered: a
-    # cut leaving only the body's bottom three slices puts the seed at the endplate (0.739 inside;
-    # 0.520 from that seed in the uncut image, so the endplate, not the border, is the cause).
+    # Measured: 1.000 and 0.947 inside (the second seed lies on a bone island: before the atypical
+    # spot joined the structure, that click was refused, "grows nothing plausible"). Cuts at every
+    # slice: test_vertebra_cut_at_every_slice_with_half_its_body_left.
     for name, image, vert, seed in cut_vertebrae():
         free = segment(image, seed, mode="vertebral-body").array.astype(bool)
         inside = (free & vert).sum() / free.sum()
@@ -119,12 +141,12 @@ def test_vertebra_cut_by_the_field_of_view():
         assert inside >= INSIDE_TARGET
 
 
-# Measured over the six neighbours of the reference click: lower half outside 0.936-0.968 inside
+# Measured over the six neighbours of the reference click: lower half outside 0.935-0.964 inside
 # (0.367-0.422 on three clicks before the slab cut's tolerance was bounded by the body's spread,
-# classic._SLAB_SPREADS); upper half outside 0.997-1.000 except the click one slice towards the
-# endplate, 0.855: its 6 mm ball (33 voxels on the 3 mm grid) takes in the anterior cortex, the
-# window's upper bound rises 141 -> 162 and the front reaches the disc's anterior edge through the
-# cortex at the endplate's slice, whose mixed median (endplate and disc) stays marrow-like.
+# classic._SLAB_SPREADS); upper half outside 0.997-1.000 (one click, a slice towards the endplate,
+# was 0.855 while the level set started from a small ball round the seed: its 6 mm statistics ball
+# takes in the anterior cortex and the front ran through the endplate's slice; the body's start
+# region, _ModeParams.start_reach_mm, holds it).
 def test_vertebra_cut_by_the_field_of_view_click_one_voxel_off():
     for name, image, vert, (i, j, k) in cut_vertebrae():
         inside = []
@@ -132,8 +154,33 @@ def test_vertebra_cut_by_the_field_of_view_click_one_voxel_off():
             free = segment(image, (i + a, j + b, k + c), mode="vertebral-body").array.astype(bool)
             inside.append((free & vert).sum() / free.sum())
         print(f"{name}, click one voxel off: {min(inside):.3f}-{max(inside):.3f} inside")
-        assert min(inside) >= 0.85
-        assert sum(v >= INSIDE_TARGET for v in inside) >= 5
+        assert min(inside) >= INSIDE_TARGET
+
+
+def test_vertebra_cut_at_every_slice_with_half_its_body_left():
+    """A field of view ending anywhere in a vertebra that leaves six or more body slices (18 mm):
+    each click keeps >= 0.90 inside, or is refused with the reason. Measured (26 cuts of L2, L1,
+    T12): 0.902-1.000, one refused (L1 with its lower 6 slices: the seed two slices from the cut
+    endplate, its 6 mm statistics ball takes in the endplate, the window widens to 25-269 and the
+    region reaches every side of the search region). With 3-5 slices left 8 of 18 clicks stay
+    below 0.90 (`benchmarks/segmentation_accuracy.py --cuts`): the seed sits next to an endplate.
+    """
+    from spineai.errors import SpineAIError
+
+    inside, refused = [], []
+    for name, kept, left, image, vert, seed in every_cut():
+        if left < 6:
+            continue
+        try:
+            free = segment(image, seed, mode="vertebral-body").array.astype(bool)
+        except SpineAIError as exc:
+            assert "fills the whole search region" in str(exc)
+            refused.append(f"{name} {kept}")
+            continue
+        inside.append(((free & vert).sum() / free.sum(), f"{name} {kept}"))
+    print(f"{len(inside)} cuts, inside {min(inside)[0]:.3f}-{max(inside)[0]:.3f}; refused: {refused}")
+    assert len(inside) + len(refused) >= 24 and len(refused) <= 1
+    assert min(inside)[0] >= INSIDE_TARGET, min(inside)
 
 
 CASES = [("MR", 0), ("MR", 1), ("CT", 0), ("CT", 1), ("CT", 2)]
