@@ -144,15 +144,17 @@ def real() -> None:
     def measure(image, click, score):
         i, j, k = click
         ref = both(image, click, score, "vertebral-body")
+        its = list(ITERATIONS_BOTH)
         off = np.array([both(image, (i + a, j + b, k + c), score, "vertebral-body") for a, b, c in NEIGHBOURS])
-        return (*ref, off[:, 0].min(), float(np.median(off[:, 0])), off[:, 2].min(), float(np.median(off[:, 2])))
+        return (*ref, off[:, 0].min(), float(np.median(off[:, 0])), off[:, 2].min(), float(np.median(off[:, 2])), *its)
 
     print(f"case                       measure       reference click: shipped {NAME}   one voxel off (min / median): "
-          f"shipped          {NAME}          s/call shipped {NAME}   ratio")
+          f"shipped          {NAME}          s/call shipped {NAME}   ratio   level-set iterations shipped {NAME}")
 
     def show(name, what, r):
         print(f"{name:26s} {what:13s} {r[0]:.3f}  {r[2]:.3f}                                {r[4]:.3f} / {r[5]:.3f}  "
-              f"{r[6]:.3f} / {r[7]:.3f}   {r[1]:.3f}      {r[3]:.3f}  {r[3] / r[1]:.2f}", flush=True)
+              f"{r[6]:.3f} / {r[7]:.3f}   {r[1]:.3f}      {r[3]:.3f}  {r[3] / r[1]:.2f}   "
+              f"{r[8]:5d}  {r[9]:5d}", flush=True)
 
     image = read_volume(shared_data_path("spine-samples", "sub-mri_label-6_T2w.nii.gz"))
     vert = read_volume(shared_data_path("spine-samples", "sub-mri_seg-vert_label-6_msk.nii.gz")).array
