@@ -2,7 +2,7 @@
 
     SPINEAI_TEST_DATA=../shared/data python benchmarks/bench_click_deep.py [--repeats 7] [--device cpu|cuda]
     SPINEAI_TEST_DATA=../shared/data python benchmarks/bench_click_deep.py --ood
-    SPINEAI_TEST_DATA=../shared/data python benchmarks/bench_click_deep.py --validation [--device cuda]
+    SPINEAI_TEST_DATA=../shared/data python benchmarks/bench_click_deep.py --validation [--device cuda] [--classic]
 
 Reads a validation case of the shipped model (one it never trained on) from
 SPINEAI_TEST_DATA/spine-mr-bodies, then times N clicks at the centre of each of its vertebral bodies:
@@ -18,7 +18,9 @@ TotalSegmentator MR vertebrae (share of the mask inside the vertebra's label), d
 
 --validation: every body of the model's 13 validation cases (centre click + 3 inner-half clicks + one
 corrective click, as at training time) on the chosen device: the card's figures, re-measured, so a
-GPU run shows that the GPU gives the CPU's accuracy, and its time per click.
+GPU run shows that the GPU gives the CPU's accuracy, and its time per click. With --classic, the classic
+method on the same clicks too (the card's classic columns were measured with the level set of its
+training commit; this re-measures them for the current one).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--case", default=None, help="case name (default: the first validation case of the model)")
     ap.add_argument("--ood", action="store_true", help="accuracy on the out-of-distribution shared samples instead")
     ap.add_argument("--validation", action="store_true", help="the card's validation figures, re-measured on --device")
+    ap.add_argument("--classic", action="store_true", help="with --validation: the classic method on the same clicks too")
     args = ap.parse_args(argv)
     root = os.environ.get("SPINEAI_TEST_DATA")
     if not root:
@@ -55,7 +58,7 @@ def main(argv=None) -> int:
     if args.ood:
         return out_of_distribution(args.device)
     if args.validation:
-        return validation(Path(root, "spine-mr-bodies"), args.device)
+        return validation(Path(root, "spine-mr-bodies"), args.device, args.classic)
     import torch
 
     from spineai.image import read_volume
@@ -101,7 +104,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def validation(folder: Path, device) -> int:
+def validation(folder: Path, device, classic: bool = False) -> int:
     import json
 
     from spineai.segment.body_training import evaluate_clicks, load_case, summarise
@@ -112,7 +115,7 @@ def validation(folder: Path, device) -> int:
     cases = [load_case(folder, n, np.random.default_rng(0)) for n in names]
     seg.segment(cases[0].image, tuple(int(v) for v in cases[0].bodies[0].centre_ijk))  # warm-up
     t0 = time.perf_counter()
-    summary = summarise(evaluate_clicks(seg, cases, classic=False))
+    summary = summarise(evaluate_clicks(seg, cases, classic=classic))
     print(f"device {seg.device}; {len(cases)} validation cases, {sum(len(c.bodies) for c in cases)} bodies, "
           f"{time.perf_counter() - t0:.1f} s")
     print(json.dumps(summary, indent=1))

@@ -4,7 +4,6 @@ and the same run on a Dask cluster."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import signal

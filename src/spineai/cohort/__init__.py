@@ -5,6 +5,7 @@ clinical data (``spineai.cohort.fusion``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 from spineai.cohort.lock import output_lock
@@ -19,10 +20,8 @@ __all__ = ["ANNOTATION_STATUSES", "CohortCase", "CohortDB", "RunSummary", "STEPS
            "parse_steps", "progress_path", "read_manifest", "run_cohort"]
 
 
-def progress_path(out) -> "Path":
+def progress_path(out) -> Path:
     """The database a run with ``--out OUT`` and no ``--db`` keeps beside its output until it succeeds."""
-    from pathlib import Path
-
     out = Path(out)
     return out.with_name(out.name + ".progress.sqlite")
 

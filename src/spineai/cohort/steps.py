@@ -53,8 +53,7 @@ def bundle(model: str):
 def run_case(task: dict) -> dict:
     """Run ``task['steps']`` for one case. A failing step is reported with its error and ends the
     case; the steps before it are kept."""
-    from spineai.image import Volume
-    from spineai.cohort.store import pack_mask, unpack_mask
+    from spineai.cohort.store import pack_mask
 
     out = {"id": task["id"], "steps": [], "mask": None, "features": None, "predictions": {}}
     mask = None

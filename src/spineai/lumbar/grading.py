@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from spineai.errors import SpineAIError
-from spineai.lumbar import CONDITIONS, LEVELS, SERIES_DESCRIPTIONS, SERIES_ROLES, SEVERITIES, level_key, target_columns
+from spineai.lumbar import CONDITIONS, LEVELS, SERIES_DESCRIPTIONS, SERIES_ROLES, SEVERITIES, target_columns
 from spineai.lumbar.preprocess import CROPS, canal_points_from_discs, prepare_volume, study_crops
 from spineai.lumbar.study import Study
 from spineai.progress import report

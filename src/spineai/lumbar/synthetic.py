@@ -96,7 +96,6 @@ def tissue(a: Anatomy, p: np.ndarray) -> np.ndarray:
     nearest = np.argmin(np.abs(dz), -1)
     d = np.take_along_axis(dz, nearest[..., None], -1)[..., 0]  # signed distance to the nearest disc
     in_disc = np.abs(d) < a.disc_mm / 2
-    below_sacrum = (dz[..., 4] < -a.disc_mm / 2) & (dz[..., 4] > -60)
     section = (np.abs(x) / 22) ** 2.5 + (np.abs(y) / 16) ** 2.5
     body = (section <= 1) & ~in_disc & (z < a.disc_z()[0] + 60)
     t[body] = CORTEX
