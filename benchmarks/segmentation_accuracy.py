@@ -17,6 +17,9 @@ times, their ratio (other / shipped, > 1: shipped is faster) and the level-set i
 the click is the tests' anterior-half seed of what remains, where that lies in the vertebral body
 (the anterior half of the uncut vertebra); share of the mask inside the vertebra's label, by the
 number of body slices left.
+--lumbar: vertebral-body mode at the centre click of every body of the learned model's 13
+validation cases (spine-mr-bodies, 1 mm lumbar MR, 73 bodies; the classic method's columns in the
+README's learned-model table): Dice to the body.
 
 Phantoms: Dice of the lesion-mode mask to the true lesion, per kind and phantom seed.
 --real: vertebral-body mode on the public samples in SPINEAI_TEST_DATA/spine-samples, with the
@@ -192,18 +195,50 @@ def cuts() -> None:
               f"{int((r[:, 1] >= 0.9).sum()):10d}  {int(np.isnan(r[:, 0]).sum()):17d}  {int(np.isnan(r[:, 1]).sum()):8d}")
 
 
+def lumbar() -> None:
+    if not os.environ.get("SPINEAI_TEST_DATA"):
+        sys.exit("--lumbar needs SPINEAI_TEST_DATA pointing at the shared data folder (../shared/data)")
+    import json
+
+    import numpy as np
+    from spineai.bundlefile import CARD, read_bundle
+    from spineai.segment.body_training import _dice_precision, load_case
+    from spineai.segment.deep import DEFAULT_MODEL
+
+    card = json.loads(read_bundle(DEFAULT_MODEL)[0][CARD])
+    folder = Path(os.environ["SPINEAI_TEST_DATA"], "spine-mr-bodies")
+    print(f"case     body   Dice shipped {NAME}   s/call shipped {NAME}   level-set iterations shipped {NAME}")
+    rows = []
+    for name in card["training"]["validation_cases"]:
+        case = load_case(folder, name)
+        for body in case.bodies:
+            truth = case.labels.array == body.label
+            d, t, d0, t0 = both(case.image, tuple(int(v) for v in body.centre_ijk),
+                                lambda m, truth=truth: _dice_precision(m.astype(bool), truth)[0], "vertebral-body")
+            d, d0 = np.nan_to_num(d), np.nan_to_num(d0)
+            rows.append((d, d0))
+            print(f"{name:8s} {body.label:4d}   {d:.3f}    {d0:.3f}   {t:.3f}      {t0:.3f}   "
+                  f"{ITERATIONS_BOTH[0]:5d}  {ITERATIONS_BOTH[1]:5d}", flush=True)
+    r = np.array(rows)
+    print(f"\n{len(r)} bodies: mean Dice shipped {r[:, 0].mean():.4f}, {NAME} {r[:, 1].mean():.4f}; below 0.80: "
+          f"{int((r[:, 0] < 0.8).sum())} / {int((r[:, 1] < 0.8).sum())}; shipped higher by > 0.01 in "
+          f"{int((r[:, 0] - r[:, 1] > 0.01).sum())}, lower in {int((r[:, 1] - r[:, 0] > 0.01).sum())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8, help="phantom seeds 0..N-1 (default 8)")
     parser.add_argument("--real", action="store_true", help="body mode on the real samples instead")
     parser.add_argument("--sweep", action="store_true", help="lesion size x slice thickness instead")
     parser.add_argument("--cuts", action="store_true", help="body mode on the CT cut at every slice instead")
+    parser.add_argument("--lumbar", action="store_true", help="body mode on the learned model's lumbar MR validation cases")
     parser.add_argument("--against", choices=sorted(AGAINST), default="ball-start",
                         help="the variant run beside the shipped method (default ball-start)")
     args = parser.parse_args()
     global OTHER, NAME
     OTHER, NAME = AGAINST[args.against], args.against
-    real() if args.real else cuts() if args.cuts else sweep(args.seeds) if args.sweep else phantoms(args.seeds)
+    (real if args.real else cuts if args.cuts else lumbar if args.lumbar else
+     (lambda: sweep(args.seeds)) if args.sweep else (lambda: phantoms(args.seeds)))()
 
 
 if __name__ == "__main__":

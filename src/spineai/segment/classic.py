@@ -78,8 +78,15 @@ _SETTLED_FRACTION = 0.003
 # (0.89-0.98 spreads from the region's median) then stayed within half the window and the front
 # ran on into T12 (0.37-0.42 of the mask inside L1). Body slabs measured on every real sample and
 # click one voxel off lie within 0.76 spreads (CT L2's end slab), so half of 1.65 spreads cuts
-# between the two.
+# between the two. Only then, though: lumbar MR bodies (spine-mr-bodies, 1 mm) have body slabs at
+# 0.84 spreads (VB3_38 L1: Dice 0.775 -> 0.561 with the bound) or an integer-valued image whose
+# slab medians move in steps of 0.67 spreads (VB2_09 L1: 0.685 -> 0.472). So the bound applies
+# only when the statistics ball varied more than the region it grew, by _STRADDLE_RATIO: it took in
+# something the body does not hold. The two spilling clicks: 1.35 and 1.54; the real samples'
+# other clicks at most 1.23 (the lower cut's reference click, which holds either way), the bodies
+# of four lumbar MR cases at most 1.11 (VB2_09 L1).
 _SLAB_SPREADS = 1.65
+_STRADDLE_RATIO = 1.3
 # Opening of the in-window region that starts a vertebral body's level set (see _ModeParams.start_reach_mm):
 # 3 mm also broke the T2 C7 body at its waist (Dice 0.882 -> 0.810).
 _START_OPENING_MM = 2.0
@@ -239,7 +246,7 @@ def segment(
         # The anatomical label already bounds the body from outside; its own rim is not spill.
         params = replace(params, partial_volume_layers=0)
     if params.open_radius_mm > 0 or params.slab_cut > 0 or params.partial_volume_layers > 0:
-        region = _cut_bridges(sitk, region, crop, sp, seed_kji, image.direction, centre, lower, upper, params)
+        region = _cut_bridges(sitk, region, crop, sp, seed_kji, image.direction, centre, spread, lower, upper, params)
     region = sitk.GetArrayFromImage(sitk.BinaryFillhole(_as_sitk(sitk, region, sp))) > 0
     if allowed is not None:
         region &= allowed[box]
@@ -576,8 +583,10 @@ def _seed_component(sitk, mask: np.ndarray, seed_kji, near: np.ndarray | None = 
 
 # ---- vertebral body: leaks into the neighbouring disc / vertebra ----------------------------------
 
-def _cut_bridges(sitk, region, crop, sp, seed_kji, direction, centre, lower, upper, params: _ModeParams):
-    """Cut a vertebral body's leaks through endplate gaps and discs; returns the seed's part."""
+def _cut_bridges(sitk, region, crop, sp, seed_kji, direction, centre, spread, lower, upper, params: _ModeParams):
+    """Cut a vertebral body's leaks through endplate gaps and discs; returns the seed's part.
+
+    ``centre`` and ``spread``: the statistics ball's robust intensity statistics."""
     near = _distance_mm(region.shape, sp, seed_kji) <= max(params.stats_radius_mm / 2, 2.0 * max(sp))
     if params.open_radius_mm > 0:
         # At least 2 voxels: a 1-voxel ball is a 6-neighbour cross whose opening only trims single
@@ -592,14 +601,14 @@ def _cut_bridges(sitk, region, crop, sp, seed_kji, direction, centre, lower, upp
             region = grown & region
     if params.slab_cut > 0:
         region = _seed_component(sitk, _slab_cut(region, crop, seed_kji, direction, lower, upper,
-                                                 params.slab_cut), seed_kji, near=near)
+                                                 params.slab_cut, spread), seed_kji, near=near)
     if params.partial_volume_layers > 0:
         region = _seed_component(sitk, _peel_partial_volume(region, crop, sp, seed_kji, centre, lower, upper,
                                                             params.partial_volume_layers), seed_kji, near=near)
     return region
 
 
-def _slab_cut(region, crop, seed_kji, direction, lower, upper, frac):
+def _slab_cut(region, crop, seed_kji, direction, lower, upper, frac, ball_spread):
     """Stop the region, on each side of the seed along the image axis nearest the patient's S axis,
     at the first slab whose median lies more than ``frac`` of the way from the body's median to the
     window's bound.
@@ -616,9 +625,10 @@ def _slab_cut(region, crop, seed_kji, direction, lower, upper, frac):
     # The whole region's median: steadier than the seed ball's, which moves with the click (T2 C6,
     # click one voxel off: centre 72.2 -> 73.9, and a mid-body slab crossed 0.5, halving the body).
     centre, spread = _robust_stats(crop[region])
-    # A half-window counts at most _SLAB_SPREADS of the region's own spread: a statistics ball that
-    # straddles an endplate widens the window far more than the region's spread.
-    cap = _SLAB_SPREADS * spread if spread > 0 else np.inf
+    # A statistics ball that straddles an endplate widens the window far more than the region's
+    # spread: then a half-window counts at most _SLAB_SPREADS of the region's own spread.
+    straddled = spread > 0 and ball_spread > _STRADDLE_RATIO * spread
+    cap = _SLAB_SPREADS * spread if straddled else np.inf
     region = region.copy()
     for step in (1, -1):
         t = seed_kji[ax] + step
