@@ -50,11 +50,15 @@ def test_one_centimetre_lesion_on_1mm_slices(kind, seed):
 
 
 # On 4 mm slices a small lesion's start region is one or two slices thick: its front starts half
-# a voxel outside it (classic._level_set). Measured: 6 mm MET 0.92 / 1.00 (seeds 0 / 1), 1 cm MET
-# seed 0 0.91 (before: refused, refused, 0.66).
-@pytest.mark.parametrize("size_mm,seed,target", [(6.0, 0, 0.70), (6.0, 1, 0.70), (10.0, 0, 0.80)])
-def test_small_lesion_on_4mm_slices(size_mm, seed, target):
-    ph = make_spine_phantom(seed=seed, lesion_kind="MET", lesion_radius_mm=size_mm / 2, shape_ijk=(200, 267, 18),
+# a voxel outside it (classic._level_set), and a lesion smaller than its statistics ball gets its
+# window re-set against the tissue around its region (classic._refit_to_surroundings). Measured:
+# 6 mm MET 0.90 / 0.95 (seeds 0 / 1; refused before the shifted start); 1 cm MET seed 0 0.96, SD
+# seed 1 0.97, STB seed 0 0.88 (without the refit 0.91, 0.80, 0.67).
+@pytest.mark.parametrize("kind,size_mm,seed,target", [("MET", 6.0, 0, 0.70), ("MET", 6.0, 1, 0.70),
+                                                      ("MET", 10.0, 0, 0.80), ("SD", 10.0, 1, 0.80),
+                                                      ("STB", 10.0, 0, 0.80)])
+def test_small_lesion_on_4mm_slices(kind, size_mm, seed, target):
+    ph = make_spine_phantom(seed=seed, lesion_kind=kind, lesion_radius_mm=size_mm / 2, shape_ijk=(200, 267, 18),
                             spacing=(0.9, 0.9, 4.0))
     mask = segment(ph.image, ph.lesion_center_ijk, mode="lesion")
     assert dice(mask.array, ph.lesion_mask.array) >= target
