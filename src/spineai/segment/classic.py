@@ -85,7 +85,7 @@ _SETTLED_FRACTION = 0.003
 _SLAB_SPREADS = 1.65
 # A lesion smaller than its full statistics ball gets its window re-set against the tissue around
 # its own region (see _refit_to_surroundings): a ring this wide (at least a voxel along every axis),
-# at most this many times. Measured with benchmarks/segmentation_accuracy.py --sweep: rings of 3-4 mm
+# at most this many times. Measured on the small cases of segmentation_accuracy.py --sweep: rings of 3-4 mm
 # gave the same 1 cm results within 0.02; 2 mm lost 1 cm STB seed 1 on 1 mm slices (0.84 -> 0.79);
 # six rounds instead of three changed no case by more than 0.03.
 _SURROUNDINGS_MM = 3.0
@@ -535,7 +535,7 @@ def _refit_to_surroundings(sitk, phi, smooth, sm, dist, seed_kji, centre, lower,
 
 
 def _distance_outside(sitk, inside: np.ndarray, wsp) -> np.ndarray:
-    """Distance (mm) of every voxel from the region ``inside`` (0 on and in it)."""
+    """Signed distance (mm) of every voxel from the region ``inside``: > 0 outside it, <= 0 on and in it."""
     return sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(
         _as_sitk(sitk, inside, wsp), insideIsPositive=False, useImageSpacing=True, squaredDistance=False))
 
