@@ -38,17 +38,6 @@ def test_lesion_dice_on_phantom(kind, seed):
     assert dice(mask.array, ph.lesion_mask.array) >= 0.90
 
 
-# Small lesions: the statistics ball grows from the seed while uniform. Measured on 1 mm slices
-# (0.9 mm in-plane), 1 cm lesions: MET 0.96 / 0.96, SD 0.84 / 0.95 (seeds 0 / 1; before: refused,
-# "grows nothing plausible"); on 4 mm slices: MET 0.91 / 0.92, SD 0.82 / 0.80 (before 0.06-0.08).
-@pytest.mark.parametrize("kind,seed", [("MET", 0), ("SD", 1)])
-def test_one_centimetre_lesion_on_1mm_slices(kind, seed):
-    ph = make_spine_phantom(seed=seed, lesion_kind=kind, lesion_radius_mm=5.0, shape_ijk=(200, 267, 72),
-                            spacing=(0.9, 0.9, 1.0))
-    mask = segment(ph.image, ph.lesion_center_ijk, mode="lesion")
-    assert dice(mask.array, ph.lesion_mask.array) >= 0.80
-
-
 # On 4 mm slices a small lesion's start region is one or two slices thick: its front starts half
 # a voxel outside it (classic._level_set), and a lesion smaller than its statistics ball gets its
 # window re-set against the tissue around its region (classic._refit_to_surroundings). Measured:
@@ -66,15 +55,19 @@ def test_small_lesion_on_4mm_slices(kind, size_mm, seed, target):
     assert dice(mask.array, ph.lesion_mask.array) >= target
 
 
-# 6 mm lesions on 1 mm slices: the 2 mm statistics ball straddles the margin and the first front
-# runs into the marrow; the refit against the region's surroundings takes the ball's median for the
-# lesion there. Measured: SD 0.90 / 0.91, MET 0.95 / 0.93 (seeds 0 / 1; before 0.51 / 0.09, 0.87 / 0.15).
-@pytest.mark.parametrize("kind,seed", [("SD", 1), ("MET", 1)])
-def test_six_millimetre_lesion_on_1mm_slices(kind, seed):
-    ph = make_spine_phantom(seed=seed, lesion_kind=kind, lesion_radius_mm=3.0, shape_ijk=(200, 267, 72),
+# Small lesions on 1 mm slices (0.9 mm in-plane). The statistics ball grows from the seed while
+# uniform; for 6 mm lesions the 2 mm ball straddles the margin and the first front runs into the
+# marrow, and the refit against the region's surroundings takes the ball's median for the lesion.
+# Measured: 1 cm MET seed 0 0.96, SD seed 1 0.95 (before the growing ball: refused, "grows nothing
+# plausible"); 6 mm SD 0.90 / 0.91, MET 0.95 / 0.93 (seeds 0 / 1; before the refit 0.51 / 0.09,
+# 0.87 / 0.15). 6 mm STB fails (0.01: its ball grows through the dark rim into the marrow).
+@pytest.mark.parametrize("kind,size_mm,seed,target", [("MET", 10.0, 0, 0.80), ("SD", 10.0, 1, 0.80),
+                                                      ("SD", 6.0, 1, 0.70), ("MET", 6.0, 1, 0.70)])
+def test_small_lesion_on_1mm_slices(kind, size_mm, seed, target):
+    ph = make_spine_phantom(seed=seed, lesion_kind=kind, lesion_radius_mm=size_mm / 2, shape_ijk=(200, 267, 72),
                             spacing=(0.9, 0.9, 1.0))
     mask = segment(ph.image, ph.lesion_center_ijk, mode="lesion")
-    assert dice(mask.array, ph.lesion_mask.array) >= 0.70
+    assert dice(mask.array, ph.lesion_mask.array) >= target
 
 
 def test_lesion_level_set_stops_when_settled(met, monkeypatch):
