@@ -13,25 +13,27 @@ one scan):
 3. Robust statistics of the structure: median and MAD-based spread of the smoothed intensities in
    a ball around the seed (for a lesion, one that grows from the seed voxel up to 8 mm while the
    tissue stays uniform, so that a textured or graded lesion is sampled whole and a 1 cm one is
-   not diluted with marrow; for a vertebral body the more uniform of a 6 mm and a 10 mm ball, so that a click next to an
-   endplate does not take the endplate for marrow). The structure is bounded by darker and / or
-   brighter tissue (MR: dark cortex and endplates, bright CSF or fat; CT: bright cortex, darker disc and soft tissue), so
-   the intensity window is set on each side half-way between the structure's median and the
-   typical intensity of the clearly darker / clearly brighter tissue around it. No sign
-   assumption: the same rule serves bright lesions on T2, dark ones on T1, and CT bone.
+   not diluted with marrow; for a vertebral body the more uniform of a 6 mm and a 10 mm ball, so
+   that a click next to an endplate does not take the endplate for marrow). The structure is
+   bounded by darker and / or brighter tissue (MR: dark cortex and endplates, bright CSF or fat;
+   CT: bright cortex, darker disc and soft tissue), so the intensity window is set on each side
+   half-way between the structure's median and the typical intensity of the clearly darker /
+   clearly brighter tissue around it. No sign assumption: the same rule serves bright lesions on
+   T2, dark ones on T1, and CT bone.
 4. A threshold level set (ITK's ThresholdSegmentationLevelSet) grows from the seed within that
-   window (when the clicked voxel itself is atypical, e.g. a necrotic loculus or a bone island,
-   that spot counts as the structure and the largest in-window patch near it starts the front;
-   the front runs to an iteration cap: see _evolve). A vertebral body's front starts from the
-   in-window region around the seed, opened so that thin bridges break, instead of a small ball:
-   it starts next to the body's surface and needs a third of the iterations. Its curvature term keeps the front smooth, so it does not leak through the small gaps
-   of a thin endplate or cortex the way plain region growing does, and it bridges isolated
-   noisy voxels that make region growing stop early. A lesion smaller than its full statistics
-   ball has its window re-set, and its front grown again, half-way between its region and the
-   tissue around that region (its small margin would otherwise let the front into the marrow's
-   upper tail). Lesion mode then takes in the lesion's own
-   out-of-window extremes at its margin (bright loculi, oedema brightest at an endplate: patches
-   the region touches and that lie wholly within 5 mm of it) and lets the front grow on past them.
+   window, up to an iteration cap (see _evolve). When the clicked voxel itself is atypical (a
+   necrotic loculus, a bone island) that spot counts as the structure and the largest in-window
+   patch near it starts the front. A vertebral body's front starts from the in-window region
+   around the seed, opened so that thin bridges break, instead of a small ball: it starts next to
+   the body's surface and needs half the iterations or fewer. The curvature term keeps the front
+   smooth, so it does not leak through the small gaps of a thin endplate or cortex the way plain
+   region growing does, and it bridges isolated noisy voxels that make region growing stop early.
+   A lesion smaller than its full statistics ball has its window re-set half-way between its
+   region and the tissue around that region, and its front grown again (its small margin would
+   otherwise let the front into the marrow's upper tail). Lesion mode then takes in the lesion's
+   own out-of-window extremes at its margin (bright loculi, oedema brightest at an endplate:
+   patches the region touches and that lie wholly within 5 mm of it) and lets the front grow on
+   past them.
 5. Clean-up on the image's own grid: within a distance bound from the seed (a lesion or a body is
    never larger), inside the optional anatomical label, the component holding the seed, holes
    filled. A vertebral body is also cut where it leaks into a neighbour (measured on 3 mm MR and
