@@ -198,6 +198,21 @@ def _worker_init(threads: int = 1) -> None:
     _limit_threads(threads)
 
 
+def _ctrl_c_flag():
+    """(event, restore): until ``restore()``, Ctrl-C sets the event instead of raising KeyboardInterrupt
+    wherever the main thread happens to be. Raised inside a finaliser (a future or a connection
+    being collected), Python prints it and carries on: a run interrupted that way went on to
+    finish and exit 0 (seen in CI under load). Off the main thread, no handler can be set."""
+    import signal
+    import threading
+
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return event, lambda: None
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    return event, lambda: signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
 def _run_processes(tasks: list[dict], workers: int, record) -> None:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -208,6 +223,7 @@ def _run_processes(tasks: list[dict], workers: int, record) -> None:
 
     pending = iter(tasks)
     running: dict = {}
+    interrupted, restore = _ctrl_c_flag()
     try:
         # A few cases queued per worker, not the whole cohort: an interrupted run has little in flight.
         for task in pending:
@@ -215,7 +231,9 @@ def _run_processes(tasks: list[dict], workers: int, record) -> None:
             if len(running) >= 2 * workers:
                 break
         while running:
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            finished, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+            if interrupted.is_set():
+                raise KeyboardInterrupt
             for f in finished:
                 cid = running.pop(f)
                 try:
@@ -232,6 +250,8 @@ def _run_processes(tasks: list[dict], workers: int, record) -> None:
             proc.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
+    finally:
+        restore()
     pool.shutdown()
 
 
