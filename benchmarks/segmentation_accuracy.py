@@ -8,7 +8,9 @@ Every case runs twice in the same process: as shipped, and with one step as it w
 (``--against``): ``ball-start`` (default) starts a vertebral body's level set from a small ball
 around the seed instead of the opened in-window region (``start_reach_mm=0``; lesion mode is the same
 both ways); ``settle`` stops the level set once settled (``settle_share=0.5``: half the cap, then the
-cap unless a probe shows that the front no longer grows: see ``classic._evolve``). Both scores, both
+cap unless a probe shows that the front no longer grows: see ``classic._evolve``);
+``slab-bound-always`` bounds the slab cut's half-window by the region's spread on every click, not
+only where the statistics ball straddled an endplate (``classic._STRADDLE_RATIO = 0``). Both scores, both
 times, their ratio (other / shipped, > 1: shipped is faster) and the level-set iterations of each
 (probes included; a cost that machine load does not blur) are printed.
 
@@ -47,8 +49,11 @@ from spineai.phantom import LESION_KINDS, make_spine_phantom  # noqa: E402
 from spineai.segment import segment  # noqa: E402
 
 NOW = dict(classic._MODES)
-AGAINST = {"ball-start": {mode: replace(p, start_reach_mm=0.0) for mode, p in NOW.items()},
-           "settle": {mode: replace(p, settle_share=0.5) for mode, p in NOW.items()}}
+SHIPPED = (NOW, {})
+# Each variant: (mode parameters, module constants of classic set for its runs).
+AGAINST = {"ball-start": ({mode: replace(p, start_reach_mm=0.0) for mode, p in NOW.items()}, {}),
+           "settle": ({mode: replace(p, settle_share=0.5) for mode, p in NOW.items()}, {}),
+           "slab-bound-always": (NOW, {"_STRADDLE_RATIO": 0.0})}
 OTHER, NAME = AGAINST["ball-start"], "ball-start"  # set by --against
 
 
@@ -71,14 +76,20 @@ def _count_iterations():
 _count_iterations()
 
 
-def timed(image, seed, mode="lesion", modes=NOW):
-    """(mask, seconds) with the given mode parameters."""
+def timed(image, seed, mode="lesion", variant=SHIPPED):
+    """(mask, seconds) with the variant's mode parameters and constants."""
+    modes, constants = variant
+    saved = {name: getattr(classic, name) for name in constants}
     classic._MODES = modes
+    for name, value in constants.items():
+        setattr(classic, name, value)
     try:
         t0 = time.perf_counter()
         return segment(image, seed, mode=mode), time.perf_counter() - t0
     finally:
         classic._MODES = NOW
+        for name, value in saved.items():
+            setattr(classic, name, value)
 
 
 def both(image, seed, score, mode="lesion"):
@@ -88,10 +99,10 @@ def both(image, seed, score, mode="lesion"):
     from spineai.errors import SpineAIError
 
     out, its = [], []
-    for modes in (NOW, OTHER):
+    for variant in (SHIPPED, OTHER):
         ITERATIONS.clear()
         try:
-            mask, sec = timed(image, seed, mode, modes)
+            mask, sec = timed(image, seed, mode, variant)
             out += [score(mask.array), sec]
         except SpineAIError:
             out += [float("nan"), float("nan")]
@@ -134,13 +145,19 @@ def sweep(n_seeds: int) -> None:
                           flush=True)
 
 
-def real() -> None:
+def _real_cases(option: str):
+    """Testing/engine/test_segment_real.py, where the real cases are defined once; exits without the shared data."""
     if not os.environ.get("SPINEAI_TEST_DATA"):
-        sys.exit("--real needs SPINEAI_TEST_DATA pointing at the shared data folder (../shared/data)")
-    # The cases are defined once, in the tests.
+        sys.exit(f"{option} needs SPINEAI_TEST_DATA pointing at the shared data folder (../shared/data)")
     sys.path[:0] = [str(ROOT / "Testing"), str(ROOT / "Testing" / "engine")]
+    import test_segment_real
+
+    return test_segment_real
+
+
+def real() -> None:
+    cases = _real_cases("--real")
     import numpy as np
-    import test_segment_real as cases
     from shared_data import shared_data_path
     from spineai.image import read_volume
 
@@ -176,11 +193,8 @@ def real() -> None:
 
 
 def cuts() -> None:
-    if not os.environ.get("SPINEAI_TEST_DATA"):
-        sys.exit("--cuts needs SPINEAI_TEST_DATA pointing at the shared data folder (../shared/data)")
-    sys.path[:0] = [str(ROOT / "Testing"), str(ROOT / "Testing" / "engine")]
+    cases = _real_cases("--cuts")
     import numpy as np
-    import test_segment_real as cases
 
     print(f"vertebra  kept        body slices left  seed (i, j, k)   inside: shipped  {NAME}")
     by_slices: dict = {}
@@ -196,8 +210,7 @@ def cuts() -> None:
 
 
 def lumbar() -> None:
-    if not os.environ.get("SPINEAI_TEST_DATA"):
-        sys.exit("--lumbar needs SPINEAI_TEST_DATA pointing at the shared data folder (../shared/data)")
+    _real_cases("--lumbar")
     import json
 
     import numpy as np
