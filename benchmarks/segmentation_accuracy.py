@@ -1,7 +1,7 @@
 """Segmentation accuracy: lesion mode on the synthetic phantoms, body mode on the real samples.
 
     .venv/bin/python benchmarks/segmentation_accuracy.py [--seeds 8]
-    .venv/bin/python benchmarks/segmentation_accuracy.py --sweep [--seeds 2]
+    .venv/bin/python benchmarks/segmentation_accuracy.py --sweep [--seeds 2] [--sizes 0.6,1]
     SPINEAI_TEST_DATA=../shared/data .venv/bin/python benchmarks/segmentation_accuracy.py --real
 
 Every case runs twice in the same process: as shipped, and with one step as it was before
@@ -10,11 +10,14 @@ around the seed instead of the opened in-window region (``start_reach_mm=0``; le
 both ways); ``settle`` stops the level set once settled (``settle_share=0.5``: half the cap, then the
 cap unless a probe shows that the front no longer grows: see ``classic._evolve``);
 ``slab-bound-always`` bounds the slab cut's half-window by the region's spread on every click, not
-only where the statistics ball straddled an endplate (``classic._STRADDLE_RATIO = 0``). Both scores, both
+only where the statistics ball straddled an endplate (``classic._STRADDLE_RATIO = 0``); ``no-regrow`` keeps
+a lesion's first front even where its region is not what the click sits in (``classic._FOREIGN_SPREADS =
+inf``: see ``classic._regrow_from_the_click``). Both scores, both
 times, their ratio (other / shipped, > 1: shipped is faster) and the level-set iterations of each
 (probes included; a cost that machine load does not blur) are printed.
 
---sweep: lesion sizes 0.6, 1, 2, 4 cm x slice thickness 1 and 4 mm (0.9 mm in-plane), each kind.
+--sweep: lesion sizes 0.6, 1, 2, 4 cm (or those of --sizes) x slice thickness 1 and 4 mm (0.9 mm
+in-plane), each kind.
 --cuts: the 3 mm CT cropped at every slice through each vertebra (L2, L1, T12), keeping either side;
 the click is the tests' anterior-half seed of what remains, where that lies in the vertebral body
 (the anterior half of the uncut vertebra); share of the mask inside the vertebra's label, by the
@@ -53,7 +56,8 @@ SHIPPED = (NOW, {})
 # Each variant: (mode parameters, module constants of classic set for its runs).
 AGAINST = {"ball-start": ({mode: replace(p, start_reach_mm=0.0) for mode, p in NOW.items()}, {}),
            "settle": ({mode: replace(p, settle_share=0.5) for mode, p in NOW.items()}, {}),
-           "slab-bound-always": (NOW, {"_STRADDLE_RATIO": 0.0})}
+           "slab-bound-always": (NOW, {"_STRADDLE_RATIO": 0.0}),
+           "no-regrow": (NOW, {"_FOREIGN_SPREADS": float("inf")})}
 OTHER, NAME = AGAINST["ball-start"], "ball-start"  # set by --against
 
 
@@ -126,13 +130,13 @@ def phantoms(n_seeds: int) -> None:
                   f"{ITERATIONS_BOTH[0]:5d}  {ITERATIONS_BOTH[1]:5d}", flush=True)
 
 
-def sweep(n_seeds: int) -> None:
+def sweep(n_seeds: int, sizes_cm=(0.6, 1.0, 2.0, 4.0)) -> None:
     """Lesion size x slice thickness; a refused click (SpineAIError) counts as Dice 0."""
     import numpy as np
 
     print(f"slice  size    kind  seed   Dice shipped {NAME}   s/call shipped {NAME}   ratio   level-set iterations shipped {NAME}")
     for slice_mm in (1.0, 4.0):
-        for size_cm in (0.6, 1.0, 2.0, 4.0):
+        for size_cm in sizes_cm:
             for kind in LESION_KINDS:
                 for s in range(n_seeds):
                     ph = make_spine_phantom(seed=s, lesion_kind=kind, lesion_radius_mm=5.0 * size_cm,
@@ -243,6 +247,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8, help="phantom seeds 0..N-1 (default 8)")
     parser.add_argument("--real", action="store_true", help="body mode on the real samples instead")
     parser.add_argument("--sweep", action="store_true", help="lesion size x slice thickness instead")
+    parser.add_argument("--sizes", type=lambda v: tuple(float(x) for x in v.split(",")), default=(0.6, 1.0, 2.0, 4.0),
+                        help="--sweep's lesion sizes in cm, comma-separated (default 0.6,1,2,4)")
     parser.add_argument("--cuts", action="store_true", help="body mode on the CT cut at every slice instead")
     parser.add_argument("--lumbar", action="store_true", help="body mode on the learned model's lumbar MR validation cases")
     parser.add_argument("--against", choices=sorted(AGAINST), default="ball-start",
@@ -251,7 +257,7 @@ def main() -> None:
     global OTHER, NAME
     OTHER, NAME = AGAINST[args.against], args.against
     (real if args.real else cuts if args.cuts else lumbar if args.lumbar else
-     (lambda: sweep(args.seeds)) if args.sweep else (lambda: phantoms(args.seeds)))()
+     (lambda: sweep(args.seeds, args.sizes)) if args.sweep else (lambda: phantoms(args.seeds)))()
 
 
 if __name__ == "__main__":
