@@ -26,7 +26,9 @@ number of body slices left.
 validation cases (spine-mr-bodies, 1 mm lumbar MR, 73 bodies; the classic method's columns in the
 README's learned-model table): Dice to the body.
 
-Phantoms: Dice of the lesion-mode mask to the true lesion, per kind and phantom seed.
+Phantoms: Dice of the lesion-mode mask to the true lesion, per kind and phantom seed. Phantoms and
+--sweep also print how many of its robust spreads a lesion's first region (where larger than the full
+statistics ball) lies from the click's 2 mm ball: above classic._FOREIGN_SPREADS it is grown again.
 --real: vertebral-body mode on the public samples in SPINEAI_TEST_DATA/spine-samples, with the
 cases and seeds of Testing/engine/test_segment_real.py: the reference click and the six clicks
 one voxel off it (T2 C6 / C7: Dice to the body mask; MR and CT whole vertebrae: share of the mask
@@ -79,6 +81,22 @@ def _count_iterations():
 
 _count_iterations()
 
+APART = []  # per lesion click: spreads between the click's 2 mm ball and a first region larger than the full ball
+
+
+def _record_apart():
+    measure = classic._click_against_region
+
+    def recorded(*args):
+        out = measure(*args)
+        APART.append(out[2])
+        return out
+
+    classic._click_against_region = recorded
+
+
+_record_apart()
+
 
 def timed(image, seed, mode="lesion", variant=SHIPPED):
     """(mask, seconds) with the variant's mode parameters and constants."""
@@ -99,42 +117,57 @@ def timed(image, seed, mode="lesion", variant=SHIPPED):
 def both(image, seed, score, mode="lesion"):
     """Score and seconds as shipped, then with the --against variant; NaN for a refused click.
 
-    The level-set iterations of both runs (shipped, other) are left in ITERATIONS_BOTH."""
+    The level-set iterations of both runs (shipped, other) are left in ITERATIONS_BOTH; the
+    shipped run's click-to-region spreads (lesion mode), in APART_SHIPPED."""
     from spineai.errors import SpineAIError
 
-    out, its = [], []
+    out, its, aparts = [], [], []
     for variant in (SHIPPED, OTHER):
         ITERATIONS.clear()
+        APART.clear()
         try:
             mask, sec = timed(image, seed, mode, variant)
             out += [score(mask.array), sec]
         except SpineAIError:
             out += [float("nan"), float("nan")]
         its.append(sum(ITERATIONS))
+        aparts.append(list(APART))
     ITERATIONS_BOTH[:] = its
+    APART_SHIPPED[:] = aparts[0]
     return out
 
 
 ITERATIONS_BOTH = [0, 0]
+APART_SHIPPED: list = []
+
+
+def apart() -> str:
+    """The shipped lesion click's first region against the click's 2 mm ball, in the region's robust
+    spreads (classic._regrow_from_the_click grows again above _FOREIGN_SPREADS); '-' where the region
+    was smaller than the full statistics ball, so the test did not run."""
+    return f"{APART_SHIPPED[0]:6.2f}" if APART_SHIPPED else "     -"
+
 
 NEIGHBOURS = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
 
 
 def phantoms(n_seeds: int) -> None:
-    print(f"kind  seed   Dice shipped {NAME}   s/call shipped {NAME}   ratio   level-set iterations shipped {NAME}")
+    print(f"kind  seed   Dice shipped {NAME}   s/call shipped {NAME}   ratio   level-set iterations shipped {NAME}   "
+          "click-region spreads")
     for kind in LESION_KINDS:
         for s in range(n_seeds):
             ph = make_spine_phantom(seed=s, lesion_kind=kind)
             d, t, d0, t0 = both(ph.image, ph.lesion_center_ijk, lambda m: dice(m, ph.lesion_mask.array))
             print(f"{kind:4s}  {s:4d}   {d:.3f}    {d0:.3f}   {t:.3f}      {t0:.3f}  {t0 / t:.2f}   "
-                  f"{ITERATIONS_BOTH[0]:5d}  {ITERATIONS_BOTH[1]:5d}", flush=True)
+                  f"{ITERATIONS_BOTH[0]:5d}  {ITERATIONS_BOTH[1]:5d}   {apart()}", flush=True)
 
 
 def sweep(n_seeds: int, sizes_cm=(0.6, 1.0, 2.0, 4.0)) -> None:
     """Lesion size x slice thickness; a refused click (SpineAIError) counts as Dice 0."""
     import numpy as np
 
-    print(f"slice  size    kind  seed   Dice shipped {NAME}   s/call shipped {NAME}   ratio   level-set iterations shipped {NAME}")
+    print(f"slice  size    kind  seed   Dice shipped {NAME}   s/call shipped {NAME}   ratio   level-set iterations shipped "
+          f"{NAME}   click-region spreads")
     for slice_mm in (1.0, 4.0):
         for size_cm in sizes_cm:
             for kind in LESION_KINDS:
@@ -145,8 +178,8 @@ def sweep(n_seeds: int, sizes_cm=(0.6, 1.0, 2.0, 4.0)) -> None:
                     d, t, d0, t0 = both(ph.image, ph.lesion_center_ijk, lambda m: dice(m, ph.lesion_mask.array))
                     d, d0 = np.nan_to_num(d), np.nan_to_num(d0)
                     print(f"{slice_mm:.0f} mm   {size_cm:.1f} cm  {kind:4s}  {s:4d}   {d:.3f}    {d0:.3f}   "
-                          f"{t:.3f}      {t0:.3f}  {t0 / t:.2f}   {ITERATIONS_BOTH[0]:5d}  {ITERATIONS_BOTH[1]:5d}",
-                          flush=True)
+                          f"{t:.3f}      {t0:.3f}  {t0 / t:.2f}   {ITERATIONS_BOTH[0]:5d}  {ITERATIONS_BOTH[1]:5d}   "
+                          f"{apart()}", flush=True)
 
 
 def _real_cases(option: str):

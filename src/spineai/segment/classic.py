@@ -33,10 +33,10 @@ one scan):
    lesion whose ball grew through its rim): it is grown again from the click's 2 mm ball, its
    window bounded half-way to that region. A lesion smaller than its full statistics ball has its
    window re-set half-way between its region and the tissue around that region, and its front
-   grown again (its small margin would otherwise let the front into the marrow's upper tail). Lesion mode then takes in the lesion's
-   own out-of-window extremes at its margin (bright loculi, oedema brightest at an endplate:
-   patches the region touches and that lie wholly within 5 mm of it) and lets the front grow on
-   past them.
+   grown again (its small margin would otherwise let the front into the marrow's upper tail).
+   Lesion mode then takes in the lesion's own out-of-window extremes at its margin (bright loculi,
+   oedema brightest at an endplate: patches the region touches and that lie wholly within 5 mm of
+   it) and lets the front grow on past them.
 5. Clean-up on the image's own grid: within a distance bound from the seed (a lesion or a body is
    never larger), inside the optional anatomical label, the component holding the seed, holes
    filled. A vertebral body is also cut where it leaks into a neighbour (measured on 3 mm MR and
@@ -239,7 +239,6 @@ def segment(
                                          full_ball_mm3)
         if regrown is not None:
             phi, smooth, sm, centre, lower, upper, params = regrown
-    if params.extreme_reach_mm > 0:
         phi, lower, upper = _refit_to_surroundings(sitk, phi, smooth, sm, dist, work_seed, centre, lower, upper,
                                                    params, near, full_ball_mm3)
         # Let the front take in the lesion's own out-of-window extremes that it stopped at, and
@@ -321,10 +320,9 @@ def _regrow_from_the_click(sitk, phi, smooth, sm, dist, seed_kji, near, noise, p
     inside = sitk.GetArrayFromImage(phi) > 0
     if np.count_nonzero(inside) * float(np.prod(smooth.GetSpacing())) < max_mm3:
         return None  # the refit against the surroundings serves smaller regions
-    region_centre, region_spread = _robust_stats(sm[inside])
-    small = max(2.0, 1.01 * min(smooth.GetSpacing())) + 0.01
-    centre, spread = _robust_stats(sm[dist <= small])
-    if abs(centre - region_centre) <= _FOREIGN_SPREADS * max(region_spread, noise):
+    small = _click_ball_radius(smooth.GetSpacing())
+    (centre, spread), region_centre, apart = _click_against_region(sm, inside, dist <= small, noise)
+    if apart <= _FOREIGN_SPREADS:
         return None
     params = replace(params, stats_radius_mm=small)
     lower, upper, smooth, sm = _window_and_spot(sitk, smooth, sm, dist, seed_kji, near, centre,
@@ -336,6 +334,19 @@ def _regrow_from_the_click(sitk, phi, smooth, sm, dist, seed_kji, near, noise, p
         upper = min(upper, cut)
     phi = _level_set(sitk, smooth, sm, dist, seed_kji, lower, upper, params)
     return phi, smooth, sm, centre, lower, upper, params
+
+
+def _click_ball_radius(wsp) -> float:
+    """Radius (mm) of the ball round the click that samples what it sits in: 2 mm, at least a voxel."""
+    return max(2.0, 1.01 * min(wsp)) + 0.01
+
+
+def _click_against_region(sm, inside, ball, noise):
+    """((median, spread) of the click's ball, the region's median, how many of the region's spreads
+    the two medians lie apart)."""
+    region_centre, region_spread = _robust_stats(sm[inside])
+    click = _robust_stats(sm[ball])
+    return click, region_centre, abs(click[0] - region_centre) / max(region_spread, noise)
 
 
 # ---- validation ------------------------------------------------------------------------------
@@ -475,7 +486,7 @@ def _structure_stats(sm, dist, wsp, noise, params: _ModeParams) -> tuple[float, 
     # From the seed voxel and its face neighbours; when the very first shell already differs, the
     # click sits on something under 2 mm across (a necrotic loculus, a vessel, noise), smaller than
     # any lesion worth segmenting: start again from the 2 mm ball around it.
-    for start in (1.01 * min(wsp), max(2.0, 1.01 * min(wsp)) + 0.01):
+    for start in (1.01 * min(wsp), _click_ball_radius(wsp)):
         radius = start
         centre, spread = _robust_stats(sm[dist <= radius])
         smallest = spread = max(spread, noise)
